@@ -1,0 +1,41 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "NegPatch",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "NegPatch", targets: ["NegPatch"]),
+        .executable(name: "negpatch", targets: ["negpatch"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .systemLibrary(
+            name: "CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
+        .target(
+            name: "NegPatch",
+            dependencies: ["CZstd", "CHDF5"]
+        ),
+        .executableTarget(
+            name: "negpatch",
+            dependencies: [
+                "NegPatch",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "NegPatchTests",
+            dependencies: ["NegPatch"]
+        ),
+    ]
+)

@@ -1,0 +1,164 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `CheckpointPatcher.run` writes: one unlearned checkpoint per lambda.
+public struct ApplyRequest {
+    /// The pretrained checkpoint.
+    public var base: Checkpoint
+    /// The patch.
+    public var patch: any PatchSource
+    /// One output path per lambda: a file for a file base, a folder for a folder base.
+    public var outputs: [(lambda: Double, path: String)]
+    /// Apply even when the base fingerprint differs (names, dtypes and shapes of the
+    /// patched tensors must still match).
+    public var ignoreBaseMismatch = false
+
+    /// Creates a request.
+    public init(base: Checkpoint, patch: any PatchSource, outputs: [(lambda: Double, path: String)]) {
+        self.base = base
+        self.patch = patch
+        self.outputs = outputs
+    }
+}
+
+/// Writes unlearned checkpoints: every patched tensor becomes `base - lambda * tau` (see
+/// `PatchKernels`), every other byte (header, other tensors, metadata, shard layout) is
+/// copied unchanged. Each block of the patch is decoded once and applied for every lambda.
+/// Outputs are written atomically; on any error none of them is left behind.
+public enum CheckpointPatcher {
+    /// File extensions of weight files in other formats, never copied beside a patched
+    /// checkpoint (they would hold the unpatched weights).
+    static let foreignWeightExtensions = [".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".safetensors"]
+
+    /// Checks the base, then writes every output. Returns the number of bytes written per
+    /// output.
+    @discardableResult
+    public static func run(_ request: ApplyRequest, progress: ProgressHandler? = nil) throws -> Int {
+        let base = request.base, patch = request.patch
+        for output in request.outputs {
+            guard output.lambda.isFinite else {
+                throw NegPatchError(.invalidArgument, file: output.path, "lambda must be a finite number, got \(output.lambda)")
+            }
+            for shard in base.shards where sameFile(shard.path, output.path) {
+                throw NegPatchError(.invalidArgument, file: output.path, "output would overwrite the base checkpoint")
+            }
+            if sameFile(patch.path, output.path) {
+                throw NegPatchError(.invalidArgument, file: output.path, "output would overwrite the patch")
+            }
+        }
+        // Every patched tensor must exist in the base with the same dtype and shape,
+        // whether or not the fingerprint is checked.
+        let patched = patch.index.tensors.map { FingerprintEntry(name: $0.name, dtype: $0.dtype, shape: $0.shape, digest: 0) }
+        try BaseFingerprint.checkStructure(base, matches: patched, patch: patch.path, all: false)
+        if !request.ignoreBaseMismatch {
+            try BaseFingerprint.verify(base, matches: patch.index.fingerprint, patch: patch.path)
+        }
+
+        let folders: [AtomicFolder?] = try request.outputs.map { output in
+            base.layout == .file ? nil : try AtomicFolder(destination: output.path)
+        }
+        let patchIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { ($0.element.name, $0.offset) })
+        let total = patch.index.elements
+        var done = 0
+        for (s, shard) in base.shards.enumerated() {
+            let name = lastPathComponent(shard.path)
+            let files = try request.outputs.indices.map { i in
+                try AtomicOutput(destination: folders[i]?.path(for: name) ?? request.outputs[i].path)
+            }
+            try writeShard(shard, shardIndex: s, base: base, patch: patch, patchIndex: patchIndex,
+                           files: files, lambdas: request.outputs.map(\.lambda)) { count in
+                done += count
+                progress?(done, total)
+            }
+            for file in files { try file.commit() }
+        }
+        if base.layout != .file {
+            for folder in folders.compactMap({ $0 }) {
+                try copySidecars(from: base, into: folder)
+                try folder.commit()
+            }
+        }
+        return base.shards.reduce(0) { $0 + $1.file.size }
+    }
+
+    private static func writeShard(_ shard: SafetensorsFile, shardIndex: Int, base: Checkpoint, patch: any PatchSource,
+                                   patchIndex: [String: Int], files: [AtomicOutput], lambdas: [Double],
+                                   advanced: (Int) -> Void) throws {
+        let source = shard.file
+        for file in files { try file.truncate(to: source.size) }
+        // Copy everything that is not patched: the header and unpatched tensors, coalesced.
+        var ranges: [(start: Int, end: Int)] = []
+        var cursor = 0
+        var work: [(tensor: Int, info: TensorInfo)] = []
+        for info in shard.tensors {
+            if let t = patchIndex[info.name], info.dtype.isFloating {
+                if info.fileOffset > cursor { ranges.append((cursor, info.fileOffset)) }
+                cursor = info.fileOffset + info.byteCount
+                work.append((t, info))
+            }
+        }
+        if source.size > cursor { ranges.append((cursor, source.size)) }
+        for file in files {
+            for range in ranges {
+                try file.write(source.slice(range.start, range.end - range.start), at: range.start)
+            }
+        }
+        // Patched tensors, block by block, in parallel: decode once, apply per lambda.
+        struct Item { let tensor: Int; let block: Int; let info: TensorInfo }
+        var items: [Item] = []
+        for (t, info) in work {
+            for b in 0..<patch.index.tensors[t].blocks.count { items.append(Item(tensor: t, block: b, info: info)) }
+        }
+        let window = max(4, ProcessorCount.active * 3)
+        var start = 0
+        while start < items.count {
+            let slice = Array(items[start..<min(items.count, start + window)])
+            try Parallel.forEach(slice.count) { j in
+                let item = slice[j]
+                let entry = patch.index.tensors[item.tensor]
+                let size = item.info.dtype.size
+                let offset = item.info.fileOffset + item.block * entry.blockElements * size
+                let byteCount = entry.elementCount(ofBlock: item.block) * size
+                let block = try patch.block(tensor: item.tensor, block: item.block)
+                let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 16)
+                defer { buffer.deallocate() }
+                for (k, file) in files.enumerated() {
+                    buffer.copyMemory(from: source.bytes.baseAddress! + offset, byteCount: byteCount)
+                    PatchKernels.apply(block, to: buffer, dtype: item.info.dtype, lambda: lambdas[k])
+                    try file.write(UnsafeRawBufferPointer(start: buffer, count: byteCount), at: offset)
+                }
+            }
+            advanced(slice.reduce(0) { $0 + patch.index.tensors[$1.tensor].elementCount(ofBlock: $1.block) })
+            start += slice.count
+        }
+    }
+
+    /// Copies the base folder's other files (index, config, tokenizer) into the output
+    /// folder, leaving out weight files of other formats.
+    private static func copySidecars(from base: Checkpoint, into folder: AtomicFolder) throws {
+        let shardNames = Set(base.shards.map { lastPathComponent($0.path) })
+        guard let dir = opendir(base.path) else {
+            throw NegPatchError(.io, file: base.path, "cannot list folder: \(systemErrorText(errno))")
+        }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            names.append(name)
+        }
+        closedir(dir)
+        for name in names.sorted() {
+            if name.hasPrefix(".") || shardNames.contains(name) { continue }
+            if name != Checkpoint.indexFileName && foreignWeightExtensions.contains(where: { name.lowercased().hasSuffix($0) }) { continue }
+            let path = "\(base.path)/\(name)"
+            var info = stat()
+            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+            let source = try MappedFile(path: path)
+            let output = try AtomicOutput(destination: folder.path(for: name))
+            try output.write(source.bytes)
+            try output.commit()
+        }
+    }
+}

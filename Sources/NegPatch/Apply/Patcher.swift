@@ -1,0 +1,80 @@
+/// Applies a patch to tensors as a program loads them, without writing a file.
+///
+/// ```swift
+/// let patcher = try Patcher(patch: PatchFormats.open("forget.negpatch"))
+/// try patcher.patch(tensor: "model.layers.0.mlp.up_proj.weight", dtype: .BF16, shape: [11008, 4096], data: buffer)
+/// ```
+///
+/// Each tensor is decoded block by block (blocks in parallel) and updated in place as
+/// `theta = base - lambda * tau` (see `PatchKernels`). The patcher does not check the base
+/// fingerprint, since it sees one tensor at a time: call `BaseFingerprint.verify` on the
+/// checkpoint first when it is available.
+public final class Patcher: Sendable {
+    /// The patch being applied.
+    public let patch: any PatchSource
+    /// The lambda used (the patch's recommendation unless overridden).
+    public let lambda: Double
+    private let tensorIndex: [String: Int]
+
+    /// Creates a patcher for `patch` with `lambda` (default: the patch's recommended one).
+    /// Throws `.invalidArgument` for a non-finite lambda.
+    public init(patch: any PatchSource, lambda: Double? = nil) throws {
+        self.patch = patch
+        let value = lambda ?? patch.index.metadata.lambda
+        guard value.isFinite else {
+            throw NegPatchError(.invalidArgument, file: patch.path, "lambda must be a finite number, got \(value)")
+        }
+        self.lambda = value
+        tensorIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { ($0.element.name, $0.offset) })
+    }
+
+    /// The names of the tensors the patch changes, in patch order.
+    public var tensorNames: [String] { patch.index.tensors.map(\.name) }
+
+    /// Whether the patch has an entry for `name`.
+    public func covers(_ name: String) -> Bool { tensorIndex[name] != nil }
+
+    /// Patches the raw bytes of tensor `name` in place. Returns false (and changes nothing)
+    /// when the patch has no entry for it. Throws `.mismatch` if dtype, shape or byte count
+    /// differ from the patch's, and `.corrupt` if a block fails its checks; on a throw, the
+    /// blocks already applied stay applied.
+    @discardableResult
+    public func patch(tensor name: String, dtype: DType, shape: [Int], data: UnsafeMutableRawBufferPointer) throws -> Bool {
+        guard let t = tensorIndex[name] else { return false }
+        let entry = patch.index.tensors[t]
+        guard entry.dtype == dtype, entry.shape == shape, data.count == entry.elements * dtype.size else {
+            throw NegPatchError(.mismatch, file: patch.path, tensor: name,
+                                "patch expects \(entry.dtype) \(describeShape(entry.shape)), got \(dtype) \(describeShape(shape)) (\(data.count) bytes)")
+        }
+        guard let start = data.baseAddress else { return true }
+        try Parallel.forEach(entry.blocks.count) { b in
+            let block = try patch.block(tensor: t, block: b)
+            PatchKernels.apply(block, to: start + b * entry.blockElements * dtype.size, dtype: dtype, lambda: lambda)
+        }
+        return true
+    }
+
+    /// Decodes tensor `name` into its dense float32 task vector (`elements` floats).
+    public func taskVector(_ name: String) throws -> [Float] {
+        guard let t = tensorIndex[name] else {
+            throw NegPatchError(.invalidArgument, file: patch.path, tensor: name, "not in the patch")
+        }
+        return try TaskVectorDecoder.dense(patch, tensor: t)
+    }
+}
+
+/// Decodes whole tensors of a patch to dense float32.
+public enum TaskVectorDecoder {
+    /// The dense task vector of tensor `t` of `patch`, blocks decoded in parallel.
+    public static func dense(_ patch: any PatchSource, tensor t: Int) throws -> [Float] {
+        let entry = patch.index.tensors[t]
+        var dense = [Float](repeating: 0, count: entry.elements)
+        try dense.withUnsafeMutableBufferPointer { out in
+            try Parallel.forEach(entry.blocks.count) { b in
+                let block = try patch.block(tensor: t, block: b)
+                block.expand(into: out.baseAddress! + b * entry.blockElements)
+            }
+        }
+        return dense
+    }
+}

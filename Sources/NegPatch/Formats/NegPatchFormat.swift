@@ -1,0 +1,276 @@
+/// The `.negpatch` v1 format (`formats/negpatch-v1.md`): zstd-compressed parts with
+/// checksums, a JSON index, and a fixed footer.
+public enum NegPatchFormat: PatchFormat {
+    public static let name = "negpatch"
+    public static let extensions = ["negpatch"]
+
+    /// The 8-byte magic at the start and end of the file.
+    static let magic: [UInt8] = Array("NEGPATCH".utf8)
+    /// Bytes before the first part.
+    static let headerSize = 16
+    /// Bytes of the footer.
+    static let footerSize = 32
+    /// The largest index a reader accepts.
+    static let maxIndexLength = 1 << 30
+
+    public static func recognises(_ prefix: [UInt8]) -> Bool {
+        prefix.count >= 8 && Array(prefix[0..<8]) == magic
+    }
+
+    public static func open(path: String) throws -> any PatchSource {
+        try NegPatchFile(path: path)
+    }
+
+    public static func writer(path: String, options: PatchWriterOptions) throws -> any PatchWriter {
+        try NegPatchWriter(path: path, level: options.zstdLevel)
+    }
+}
+
+/// Writes a `.negpatch` file through `AtomicOutput`.
+public final class NegPatchWriter: PatchWriter {
+    public let path: String
+    private let output: AtomicOutput
+    private let level: Int32
+    private var tensors: [PatchTensor] = []
+    private var current: PatchTensor?
+
+    /// Starts writing `path` (atomically) with zstd `level`.
+    public init(path: String, level: Int32) throws {
+        self.path = path
+        self.level = level
+        output = try AtomicOutput(destination: path)
+        var header = NegPatchFormat.magic
+        header += littleEndianBytes(UInt32(1))
+        header += littleEndianBytes(UInt32(0))
+        try output.write(header)
+    }
+
+    public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
+        let maskBytes = Bitmask.byteCount(count)
+        var mask = [UInt8](repeating: 0, count: maskBytes)
+        var packed = [Float](repeating: 0, count: count + 8)
+        let nonzeros = mask.withUnsafeMutableBufferPointer { m in
+            packed.withUnsafeMutableBufferPointer { v in
+                Bitmask.pack(dense, count: count, mask: m.baseAddress!, values: v.baseAddress!)
+            }
+        }
+        let sparseMask = try mask.withUnsafeBytes { try Zstd.compress($0, level: level) }
+        let sparseValues = try packed.withUnsafeBufferPointer { try shuffledFrame($0.baseAddress!, count: nonzeros) }
+        var block = PreparedBlock(encoding: .sparse, count: count, nonzeros: nonzeros, mask: sparseMask, values: sparseValues)
+        // Dense storage can only win when most elements are nonzero.
+        if nonzeros * 4 > count {
+            let denseValues = try shuffledFrame(dense, count: count)
+            if denseValues.count < sparseMask.count + sparseValues.count {
+                block = PreparedBlock(encoding: .dense, count: count, nonzeros: nonzeros, mask: [], values: denseValues)
+            }
+        }
+        block.maskChecksum = block.encoding == .sparse ? XXH64.hash(block.mask) : 0
+        block.valuesChecksum = XXH64.hash(block.values)
+        return block
+    }
+
+    private func shuffledFrame(_ values: UnsafePointer<Float>, count: Int) throws -> [UInt8] {
+        var shuffled = [UInt8](repeating: 0, count: 4 * count)
+        shuffled.withUnsafeMutableBufferPointer { ByteShuffle.shuffle(values, count: count, into: $0.baseAddress!) }
+        return try shuffled.withUnsafeBytes { try Zstd.compress($0, level: level) }
+    }
+
+    public func beginTensor(_ header: PatchTensorHeader) throws {
+        current = PatchTensor(name: header.name, dtype: header.dtype, shape: header.shape, elements: header.elements,
+                              nonzeros: 0, blockElements: header.blockElements, blocks: [], agreement: [])
+    }
+
+    public func append(_ block: PreparedBlock) throws {
+        var maskLocation: PartLocation?
+        if block.encoding == .sparse {
+            maskLocation = PartLocation(offset: output.bytesWritten, length: block.mask.count,
+                                        size: Bitmask.byteCount(block.count), checksum: block.maskChecksum)
+            try output.write(block.mask)
+        }
+        let valuesSize = 4 * (block.encoding == .sparse ? block.nonzeros : block.count)
+        let valuesLocation = PartLocation(offset: output.bytesWritten, length: block.values.count,
+                                          size: valuesSize, checksum: block.valuesChecksum)
+        try output.write(block.values)
+        current!.blocks.append(PatchBlock(encoding: block.encoding, nonzeros: block.nonzeros,
+                                          mask: maskLocation, values: valuesLocation))
+        current!.nonzeros += block.nonzeros
+    }
+
+    public func endTensor(agreement: [Int]) throws {
+        current!.agreement = agreement
+        tensors.append(current!)
+        current = nil
+    }
+
+    public func finish(metadata: PatchMetadata, fingerprint: [FingerprintEntry]) throws -> Int {
+        let index = PatchIndex(metadata: metadata, fingerprint: fingerprint, tensors: tensors)
+        let json = CanonicalJSON.encode(index.json())
+        let indexOffset = output.bytesWritten
+        try output.write(json)
+        var footer = littleEndianBytes(UInt64(indexOffset))
+        footer += littleEndianBytes(UInt64(json.count))
+        footer += littleEndianBytes(XXH64.hash(json))
+        footer += NegPatchFormat.magic
+        try output.write(footer)
+        let size = output.bytesWritten
+        try output.commit()
+        return size
+    }
+
+    public func abort() {
+        output.discard()
+    }
+}
+
+/// A validated `.negpatch` file, memory-mapped.
+public final class NegPatchFile: PatchSource, @unchecked Sendable {
+    public let path: String
+    public let formatName = NegPatchFormat.name
+    public let index: PatchIndex
+    private let file: MappedFile
+
+    public var fileSize: Int { file.size }
+
+    /// Opens `path` and checks its header, footer, index checksum, index and the tiling of
+    /// its parts (`formats/negpatch-v1.md`, section 6, items 1-3). Part checksums are
+    /// verified when blocks are read.
+    public init(path: String) throws {
+        self.path = path
+        file = try MappedFile(path: path)
+        let bytes = file.bytes
+        func corrupt(_ message: String) -> NegPatchError {
+            NegPatchError(.corrupt, file: path, message)
+        }
+        let minimum = NegPatchFormat.headerSize + NegPatchFormat.footerSize
+        guard bytes.count >= minimum else {
+            throw corrupt("file is \(bytes.count) bytes, too short for a .negpatch (truncated?)")
+        }
+        guard Array(bytes[0..<8]) == NegPatchFormat.magic else {
+            throw NegPatchError(.malformed, file: path, "not a .negpatch file (bad magic)")
+        }
+        let version = bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
+        guard version == 1 else { throw NegPatchError(.malformed, file: path, "unsupported .negpatch version \(version)") }
+        guard bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self) == 0 else {
+            throw corrupt("reserved header flags are not zero")
+        }
+        let footer = bytes.count - NegPatchFormat.footerSize
+        guard Array(bytes[(footer + 24)..<(footer + 32)]) == NegPatchFormat.magic else {
+            throw corrupt("footer magic missing (truncated or damaged file)")
+        }
+        let indexOffset = bytes.loadUnaligned(fromByteOffset: footer, as: UInt64.self).littleEndian
+        let indexLength = bytes.loadUnaligned(fromByteOffset: footer + 8, as: UInt64.self).littleEndian
+        let indexChecksum = bytes.loadUnaligned(fromByteOffset: footer + 16, as: UInt64.self).littleEndian
+        guard indexLength <= UInt64(NegPatchFormat.maxIndexLength), indexOffset >= UInt64(NegPatchFormat.headerSize),
+              indexOffset <= UInt64(footer), indexOffset + indexLength == UInt64(footer)
+        else {
+            throw corrupt("footer offsets (index at \(indexOffset), \(indexLength) bytes) disagree with the file size \(bytes.count)")
+        }
+        let indexBytes = file.slice(Int(indexOffset), Int(indexLength))
+        guard XXH64.hash(indexBytes) == indexChecksum else {
+            throw corrupt("index checksum mismatch (damaged file)")
+        }
+        let json: JSONValue
+        do {
+            json = try StrictJSON.parse(indexBytes)
+        } catch {
+            throw NegPatchError(.malformed, file: path, "invalid patch index: \(error)")
+        }
+        let index = try PatchIndexDecoder(file: path).decode(json)
+        // Parts must tile 16..<indexOffset in index order.
+        var cursor = NegPatchFormat.headerSize
+        for tensor in index.tensors {
+            for (b, block) in tensor.blocks.enumerated() {
+                for part in [block.mask, block.values].compactMap({ $0 }) {
+                    guard part.offset == cursor, part.length <= Int(indexOffset) - cursor else {
+                        throw NegPatchError(.corrupt, file: path, tensor: tensor.name,
+                                            "block \(b): part at \(part.offset) (\(part.length) bytes) does not follow the previous part, which ends at \(cursor)")
+                    }
+                    cursor += part.length
+                }
+            }
+        }
+        guard cursor == Int(indexOffset) else {
+            throw corrupt("\(Int(indexOffset) - cursor) bytes between the last part and the index belong to no part")
+        }
+        self.index = index
+    }
+
+    public func storedBytes(tensor: Int) -> (mask: Int, values: Int) {
+        index.tensors[tensor].blocks.reduce((0, 0)) { sum, block in
+            (sum.0 + (block.mask?.length ?? 0), sum.1 + block.values.length)
+        }
+    }
+
+    private func frame(_ part: PartLocation, tensor: PatchTensor, block b: Int, kind: String) throws -> UnsafeRawBufferPointer {
+        let bytes = file.slice(part.offset, part.length)
+        guard XXH64.hash(bytes) == part.checksum else {
+            throw NegPatchError(.corrupt, file: path, tensor: tensor.name, "block \(b): \(kind) checksum mismatch (damaged file)")
+        }
+        return bytes
+    }
+
+    public func block(tensor t: Int, block b: Int) throws -> SparseBlock {
+        let tensor = index.tensors[t]
+        let entry = tensor.blocks[b]
+        let count = tensor.elementCount(ofBlock: b)
+        func undecodable(_ error: Error, _ kind: String) -> NegPatchError {
+            NegPatchError(.corrupt, file: path, tensor: tensor.name, "block \(b): \(kind): \(error)")
+        }
+        var indices: [UInt32]?
+        if let maskPart = entry.mask {
+            let frame = try frame(maskPart, tensor: tensor, block: b, kind: "mask")
+            var mask = [UInt8](repeating: 0, count: maskPart.size)
+            do {
+                try mask.withUnsafeMutableBytes { out in
+                    try Zstd.decompress(frame, expectedSize: maskPart.size, into: out.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 1)!)
+                }
+            } catch {
+                throw undecodable(error, "mask")
+            }
+            var list = [UInt32](repeating: 0, count: entry.nonzeros + 64)
+            let found: (setBits: Int, cleanPadding: Bool) = mask.withUnsafeBufferPointer { m in
+                let stats = Bitmask.popcount(m.baseAddress!, count: count)
+                guard stats.setBits == entry.nonzeros, stats.cleanPadding else { return stats }
+                _ = list.withUnsafeMutableBufferPointer { Bitmask.setBitIndices(m.baseAddress!, count: count, into: $0.baseAddress!) }
+                return stats
+            }
+            guard found.setBits == entry.nonzeros else {
+                throw NegPatchError(.corrupt, file: path, tensor: tensor.name,
+                                    "block \(b): mask has \(found.setBits) set bits, the index says \(entry.nonzeros)")
+            }
+            guard found.cleanPadding else {
+                throw NegPatchError(.corrupt, file: path, tensor: tensor.name, "block \(b): mask padding bits are set")
+            }
+            list.removeLast(list.count - entry.nonzeros)
+            indices = list
+        }
+        let valuesPart = entry.values
+        let frame = try frame(valuesPart, tensor: tensor, block: b, kind: "values")
+        let valueCount = valuesPart.size / 4
+        var shuffled = [UInt8](repeating: 0, count: valuesPart.size)
+        do {
+            try shuffled.withUnsafeMutableBytes { out in
+                try Zstd.decompress(frame, expectedSize: valuesPart.size, into: out.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 1)!)
+            }
+        } catch {
+            throw undecodable(error, "values")
+        }
+        var values = [Float](repeating: 0, count: valueCount)
+        shuffled.withUnsafeBufferPointer { s in
+            values.withUnsafeMutableBufferPointer { v in
+                if valueCount > 0 { ByteShuffle.unshuffle(s.baseAddress!, count: valueCount, into: v.baseAddress!) }
+            }
+        }
+        let decoded = SparseBlock(count: count, indices: indices, values: values)
+        if indices == nil, decoded.nonzeros != entry.nonzeros {
+            throw NegPatchError(.corrupt, file: path, tensor: tensor.name,
+                                "block \(b): dense values hold \(decoded.nonzeros) nonzeros, the index says \(entry.nonzeros)")
+        }
+        return decoded
+    }
+}
+
+/// The little-endian bytes of an integer.
+func littleEndianBytes<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+    withUnsafeBytes(of: value.littleEndian) { Array($0) }
+}

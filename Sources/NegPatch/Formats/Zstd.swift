@@ -1,0 +1,62 @@
+import CZstd
+
+/// zstd frames as the patch formats use them: one frame per part, with the content size
+/// and the content checksum recorded in the frame header.
+public enum Zstd {
+    /// The default compression level of patch parts.
+    public static let defaultLevel: Int32 = 3
+
+    /// Compresses `source` into one frame at `level`.
+    public static func compress(_ source: UnsafeRawBufferPointer, level: Int32) throws -> [UInt8] {
+        guard let context = ZSTD_createCCtx() else {
+            throw NegPatchError(.io, file: nil, "zstd: cannot allocate a compression context")
+        }
+        defer { ZSTD_freeCCtx(context) }
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1)
+        let bound = ZSTD_compressBound(source.count)
+        var output = [UInt8](repeating: 0, count: bound)
+        let written = output.withUnsafeMutableBytes { out in
+            ZSTD_compress2(context, out.baseAddress, bound, source.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, source.count)
+        }
+        if ZSTD_isError(written) != 0 {
+            throw NegPatchError(.io, file: nil, "zstd compression failed: \(String(cString: ZSTD_getErrorName(written)))")
+        }
+        output.removeLast(bound - written)
+        return output
+    }
+
+    /// Decompresses one frame that must hold exactly `expectedSize` bytes into
+    /// `destination` (which has room for at least that many). Verifies the frame's declared
+    /// content size before decompressing and its content checksum after.
+    public static func decompress(_ frame: UnsafeRawBufferPointer, expectedSize: Int,
+                                  into destination: UnsafeMutableRawPointer) throws {
+        guard let start = frame.baseAddress, frame.count > 0 else { throw ZstdError("empty zstd frame") }
+        let declared = ZSTD_getFrameContentSize(start, frame.count)
+        if declared == czstd_contentsize_error() { throw ZstdError("not a zstd frame") }
+        if declared == czstd_contentsize_unknown() { throw ZstdError("zstd frame does not declare its size") }
+        guard declared == UInt64(expectedSize) else {
+            throw ZstdError("zstd frame holds \(declared) bytes, the index says \(expectedSize)")
+        }
+        let frameSize = ZSTD_findFrameCompressedSize(start, frame.count)
+        if ZSTD_isError(frameSize) != 0 || frameSize != frame.count {
+            throw ZstdError("zstd frame does not fill its part exactly")
+        }
+        let written = ZSTD_decompress(expectedSize == 0 ? UnsafeMutableRawPointer(bitPattern: 1) : destination,
+                                      expectedSize, start, frame.count)
+        if ZSTD_isError(written) != 0 {
+            throw ZstdError("zstd: \(String(cString: ZSTD_getErrorName(written)))")
+        }
+        guard written == expectedSize else {
+            throw ZstdError("zstd frame decompressed to \(written) bytes, expected \(expectedSize)")
+        }
+    }
+}
+
+/// A zstd frame that could not be decoded; the caller adds the file, tensor and block.
+public struct ZstdError: Error, CustomStringConvertible {
+    /// What was wrong with the frame.
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,51 @@
+/// The identity of a base checkpoint by content: the XXH64 of every tensor's raw bytes.
+///
+/// A patch records its base's fingerprint; applying it to any other checkpoint (another
+/// model, another revision, a fine-tuned copy) is caught before anything is written.
+public enum BaseFingerprint {
+    /// Fingerprints every tensor of `checkpoint`, hashing tensors in parallel.
+    public static func compute(_ checkpoint: Checkpoint) -> [FingerprintEntry] {
+        let tensors = checkpoint.tensors
+        let digests = (try? Parallel.map(tensors.count) { i in XXH64.hash(checkpoint.data(tensors[i])) }) ?? []
+        return zip(tensors, digests).map { tensor, digest in
+            FingerprintEntry(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape, digest: digest)
+        }
+    }
+
+    /// Checks that `checkpoint` is the base `expected` describes: the same tensor names,
+    /// dtypes, shapes and digests. Throws `.mismatch` naming the first tensor that differs.
+    public static func verify(_ checkpoint: Checkpoint, matches expected: [FingerprintEntry], patch: String) throws {
+        func mismatch(_ tensor: String?, _ message: String) -> NegPatchError {
+            NegPatchError(.mismatch, file: checkpoint.path, tensor: tensor,
+                          "\(message): this is not the base the patch \(patch) was made for (use --ignore-base-mismatch to apply anyway)")
+        }
+        try checkStructure(checkpoint, matches: expected, patch: patch, all: true)
+        let actual = compute(checkpoint)
+        let byName = Dictionary(uniqueKeysWithValues: actual.map { ($0.name, $0.digest) })
+        for entry in expected where byName[entry.name] != entry.digest {
+            throw mismatch(entry.name, "base fingerprint differs (content xxh64 \(XXH64.hex(byName[entry.name] ?? 0)), patch expects \(XXH64.hex(entry.digest)))")
+        }
+    }
+
+    /// Checks names, dtypes and shapes only. With `all`, the checkpoint must hold exactly
+    /// the listed tensors; otherwise only the listed tensors must be present and alike.
+    public static func checkStructure(_ checkpoint: Checkpoint, matches expected: [FingerprintEntry], patch: String, all: Bool) throws {
+        func mismatch(_ tensor: String?, _ message: String) -> NegPatchError {
+            NegPatchError(.mismatch, file: checkpoint.path, tensor: tensor,
+                          "\(message): this is not the base the patch \(patch) was made for (use --ignore-base-mismatch to apply anyway)")
+        }
+        for entry in expected {
+            guard let tensor = checkpoint.tensor(named: entry.name) else {
+                throw mismatch(entry.name, "tensor missing from the base")
+            }
+            guard tensor.info.dtype == entry.dtype, tensor.info.shape == entry.shape else {
+                throw mismatch(entry.name, "base has \(tensor.info.dtype) \(describeShape(tensor.info.shape)), patch expects \(entry.dtype) \(describeShape(entry.shape))")
+            }
+        }
+        if all && checkpoint.tensors.count != expected.count {
+            let listed = Set(expected.map(\.name))
+            let extra = checkpoint.tensors.first { !listed.contains($0.info.name) }
+            throw mismatch(extra?.info.name, "tensor not in the patch's base fingerprint")
+        }
+    }
+}

@@ -1,0 +1,69 @@
+/// A floating tensor's data in one checkpoint, readable as float32 by range.
+public struct TensorSource: @unchecked Sendable {
+    /// The raw data (row-major, little-endian).
+    public let pointer: UnsafeRawPointer
+    /// Its dtype (floating).
+    public let dtype: DType
+
+    /// Creates a source over `pointer`.
+    public init(pointer: UnsafeRawPointer, dtype: DType) {
+        self.pointer = pointer
+        self.dtype = dtype
+    }
+
+    /// Converts elements `start ..< start + count` to float32 into `destination`.
+    @inline(__always)
+    public func load(_ start: Int, _ count: Int, into destination: UnsafeMutablePointer<Float>) {
+        FloatConversion.toFloat32(pointer, dtype: dtype, start: start, count: count, into: destination)
+    }
+}
+
+/// One floating tensor to merge: the base and the n fine-tuned versions of it.
+public struct MergeTensor: @unchecked Sendable {
+    /// The tensor's name.
+    public let name: String
+    /// Number of elements.
+    public let elements: Int
+    /// The base tensor.
+    public let base: TensorSource
+    /// The fine-tuned tensors, in merge order.
+    public let models: [TensorSource]
+}
+
+/// Computes the merged task vector of one tensor, range by range.
+///
+/// `merge` is called concurrently for disjoint ranges; it writes `tau` for elements
+/// `start ..< start + count` into `out` and adds, for each element, one count to
+/// `agreement[m]` where m is the number of task vectors agreeing with the majority sign.
+public protocol MergeKernel: Sendable {
+    /// Merges one range.
+    func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>)
+}
+
+/// A merge method: its name, parameters, and a kernel per tensor.
+public protocol MergeMethod: Sendable {
+    /// The name `--method` selects and patches record.
+    var name: String { get }
+    /// Its parameters, as recorded in the patch.
+    var parameters: [(key: String, value: JSONValue)] { get }
+    /// Checks the method can merge `n` models (e.g. a weight per model).
+    func validate(modelCount n: Int) throws
+    /// Prepares the kernel for one tensor (may scan the whole tensor, e.g. TIES' thresholds).
+    func kernel(for tensor: MergeTensor) throws -> any MergeKernel
+}
+
+extension MergeMethod {
+    public func validate(modelCount n: Int) throws {}
+}
+
+/// Elements per tile in merge kernels: small enough that a tile of every accumulator stays
+/// in the L1/L2 cache while the n models stream through it.
+let mergeTile = 2048
+
+/// The task vector `t = ft - base` of one model over a tile, in float32.
+@inline(__always)
+func taskVectorTile(_ ft: UnsafeMutablePointer<Float>, base: UnsafePointer<Float>, count: Int) {
+    for i in 0..<count {
+        ft[i] = ft[i] - base[i]
+    }
+}

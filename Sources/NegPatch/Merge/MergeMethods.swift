@@ -1,0 +1,53 @@
+/// Parameters that merge methods read from the command line or a program.
+public struct MergeParameters: Sendable {
+    /// `consensus`: how many task vectors must share the majority sign.
+    public var minAgree: Int?
+    /// `task-arithmetic`: one weight per model.
+    public var weights: [Double]?
+    /// `ties`: the fraction of each task vector kept by magnitude.
+    public var density: Double?
+    /// `dare`: the drop probability.
+    public var drop: Double?
+    /// `dare`: the random seed.
+    public var seed: UInt64?
+
+    /// No parameters: every method's defaults.
+    public init() {}
+}
+
+/// The registry of merge methods, looked up by name.
+public enum MergeMethods {
+    /// A registered method: its name, a one-line description, and how to build it.
+    public struct Entry: Sendable {
+        /// The name `--method` takes.
+        public let name: String
+        /// What it does, in one line.
+        public let summary: String
+        /// Builds the method for `n` models.
+        public let make: @Sendable (_ parameters: MergeParameters, _ n: Int) throws -> any MergeMethod
+    }
+
+    /// Every method, in the order `--help` lists them. A new method is one new type and one
+    /// entry here.
+    public static let all: [Entry] = [
+        Entry(name: "negmerge", summary: "keep elements where all n task vectors agree in sign; their mean") { _, _ in
+            SignConsensus.negMerge
+        },
+        Entry(name: "consensus", summary: "keep elements where at least --min-agree share the majority sign; their mean") { p, n in
+            SignConsensus.relaxed(minAgree: p.minAgree ?? (n / 2 + 1))
+        },
+    ]
+
+    /// The names of all methods.
+    public static var names: [String] { all.map(\.name) }
+
+    /// Builds the method called `name` for `n` models.
+    public static func make(_ name: String, parameters: MergeParameters, modelCount n: Int) throws -> any MergeMethod {
+        guard let entry = all.first(where: { $0.name == name }) else {
+            throw NegPatchError(.invalidArgument, file: nil, "unknown merge method '\(name)' (known: \(names.joined(separator: ", ")))")
+        }
+        let method = try entry.make(parameters, n)
+        try method.validate(modelCount: n)
+        return method
+    }
+}

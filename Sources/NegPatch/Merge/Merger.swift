@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a merge is asked to do.
+public struct MergeRequest {
+    /// The pretrained checkpoint.
+    public var base: Checkpoint
+    /// The fine-tuned checkpoints, in merge order.
+    public var models: [Checkpoint]
+    /// The merge method.
+    public var method: any MergeMethod
+    /// The recommended lambda recorded in the patch.
+    public var lambda: Double = 1.0
+    /// Elements per stored block (a multiple of 64).
+    public var blockElements: Int = 1 << 20
+    /// Worker threads.
+    public var threads: Int = ProcessorCount.active
+
+    /// Creates a request with default lambda, block size and threads.
+    public init(base: Checkpoint, models: [Checkpoint], method: any MergeMethod) {
+        self.base = base
+        self.models = models
+        self.method = method
+    }
+}
+
+/// The outcome of a merge, for the summary line.
+public struct MergeSummary: Sendable {
+    /// Floating tensors in the patch.
+    public var tensors: Int
+    /// Their total elements.
+    public var elements: Int
+    /// Nonzero elements of the merged task vector.
+    public var nonzeros: Int
+    /// The patch file's size.
+    public var patchBytes: Int
+    /// Sign-agreement histogram over all tensors (n + 1 counts).
+    public var agreement: [Int]
+    /// Share of nonzero elements.
+    public var density: Double { elements == 0 ? 0 : Double(nonzeros) / Double(elements) }
+}
+
+/// Reports progress as (elements done, elements in total).
+public typealias ProgressHandler = (_ done: Int, _ total: Int) -> Void
+
+/// Number of processors available to this process.
+public enum ProcessorCount {
+    /// Online processors (at least 1).
+    public static var active: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}
+
+/// Streams a merge tensor by tensor and block by block: at any time it holds only the
+/// blocks in flight (a few per thread), never n models, so memory does not grow with n.
+public enum Merger {
+    /// Checks that every fine-tuned checkpoint has exactly the base's tensors with the same
+    /// dtypes and shapes. Throws `.mismatch` naming both files and the first tensor that
+    /// differs.
+    public static func checkCompatible(base: Checkpoint, models: [Checkpoint]) throws {
+        for model in models {
+            for tensor in base.tensors {
+                let name = tensor.info.name
+                guard let other = model.tensor(named: name) else {
+                    throw NegPatchError(.mismatch, file: model.path, tensor: name, "missing, but present in \(base.file(of: tensor))")
+                }
+                guard other.info.dtype == tensor.info.dtype else {
+                    throw NegPatchError(.mismatch, file: model.file(of: other), tensor: name,
+                                        "dtype \(other.info.dtype) differs from \(tensor.info.dtype) in \(base.file(of: tensor))")
+                }
+                guard other.info.shape == tensor.info.shape else {
+                    throw NegPatchError(.mismatch, file: model.file(of: other), tensor: name,
+                                        "shape \(describeShape(other.info.shape)) differs from \(describeShape(tensor.info.shape)) in \(base.file(of: tensor))")
+                }
+            }
+            if model.tensors.count != base.tensors.count,
+               let extra = model.tensors.first(where: { base.tensor(named: $0.info.name) == nil }) {
+                throw NegPatchError(.mismatch, file: model.file(of: extra), tensor: extra.info.name, "not present in the base \(base.path)")
+            }
+        }
+    }
+
+    /// Runs `request`, writing the patch through `writer`, and returns the summary.
+    /// On any error the writer is aborted, so no output is left behind.
+    public static func run(_ request: MergeRequest, writer: any PatchWriter, progress: ProgressHandler? = nil) throws -> MergeSummary {
+        do {
+            return try runUnchecked(request, writer: writer, progress: progress)
+        } catch {
+            writer.abort()
+            throw error
+        }
+    }
+
+    private struct WorkItem {
+        let tensor: Int
+        let block: Int
+        let start: Int
+        let count: Int
+    }
+
+    private static func runUnchecked(_ request: MergeRequest, writer: any PatchWriter, progress: ProgressHandler?) throws -> MergeSummary {
+        let n = request.models.count
+        guard n >= 1 else { throw NegPatchError(.invalidArgument, file: nil, "at least one fine-tuned checkpoint is needed") }
+        guard request.blockElements > 0, request.blockElements % 64 == 0 else {
+            throw NegPatchError(.invalidArgument, file: nil, "block size must be a positive multiple of 64")
+        }
+        try request.method.validate(modelCount: n)
+        try checkCompatible(base: request.base, models: request.models)
+        let fingerprint = BaseFingerprint.compute(request.base)
+
+        let floating = request.base.tensors.filter { $0.info.dtype.isFloating }
+        let headers = floating.map { tensor in
+            PatchTensorHeader(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape,
+                              elements: tensor.info.elementCount, blockElements: request.blockElements)
+        }
+        let sources: [MergeTensor] = floating.map { tensor in
+            let name = tensor.info.name
+            return MergeTensor(
+                name: name, elements: tensor.info.elementCount,
+                base: TensorSource(pointer: request.base.data(tensor).baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, dtype: tensor.info.dtype),
+                models: request.models.map { model in
+                    let other = model.tensor(named: name)!
+                    return TensorSource(pointer: model.data(other).baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, dtype: tensor.info.dtype)
+                })
+        }
+        var items: [WorkItem] = []
+        for (t, header) in headers.enumerated() {
+            for b in 0..<header.blockCount {
+                let start = b * header.blockElements
+                items.append(WorkItem(tensor: t, block: b, start: start, count: min(header.blockElements, header.elements - start)))
+            }
+        }
+        let totalElements = headers.reduce(0) { $0 + $1.elements }
+        var kernels: [(any MergeKernel)?] = Array(repeating: nil, count: headers.count)
+        var agreement = [[Int]](repeating: [Int](repeating: 0, count: n + 1), count: headers.count)
+        var nextTensor = 0  // next tensor to open in the writer
+        var nonzeros = 0
+        var done = 0
+
+        // Opens (and closes, when they have no blocks) tensors up to `t`.
+        func advance(to t: Int) throws {
+            while nextTensor <= t {
+                try writer.beginTensor(headers[nextTensor])
+                if headers[nextTensor].blockCount == 0 {
+                    try writer.endTensor(agreement: agreement[nextTensor])
+                }
+                nextTensor += 1
+            }
+        }
+
+        let window = max(4, request.threads * 3)
+        var windowStart = 0
+        while windowStart < items.count {
+            let slice = Array(items[windowStart..<min(items.count, windowStart + window)])
+            for item in slice where kernels[item.tensor] == nil {
+                kernels[item.tensor] = try request.method.kernel(for: sources[item.tensor])
+            }
+            var histograms = [Int](repeating: 0, count: slice.count * (n + 1))
+            let activeKernels = kernels
+            let blocks = try histograms.withUnsafeMutableBufferPointer { histograms in
+                try Parallel.map(slice.count) { j -> PreparedBlock in
+                    let item = slice[j]
+                    let dense = UnsafeMutablePointer<Float>.allocate(capacity: max(item.count, 1))
+                    defer { dense.deallocate() }
+                    activeKernels[item.tensor]!.merge(start: item.start, count: item.count, into: dense,
+                                                      agreement: histograms.baseAddress! + j * (n + 1))
+                    return try writer.prepare(dense: dense, count: item.count)
+                }
+            }
+            for (j, item) in slice.enumerated() {
+                let block = blocks[j]
+                try advance(to: item.tensor)
+                try writer.append(block)
+                nonzeros += block.nonzeros
+                for m in 0...n { agreement[item.tensor][m] += histograms[j * (n + 1) + m] }
+                if item.block == headers[item.tensor].blockCount - 1 {
+                    try writer.endTensor(agreement: agreement[item.tensor])
+                    kernels[item.tensor] = nil
+                }
+                done += item.count
+            }
+            progress?(done, totalElements)
+            windowStart += slice.count
+        }
+        if !headers.isEmpty { try advance(to: headers.count - 1) }
+
+        let metadata = PatchMetadata(
+            method: request.method.name, parameters: request.method.parameters, n: n,
+            inputs: request.models.map { lastPathComponent($0.path) }, base: lastPathComponent(request.base.path),
+            lambda: request.lambda)
+        let bytes = try writer.finish(metadata: metadata, fingerprint: fingerprint)
+        var total = [Int](repeating: 0, count: n + 1)
+        for histogram in agreement { for m in 0...n { total[m] += histogram[m] } }
+        return MergeSummary(tensors: headers.count, elements: totalElements, nonzeros: nonzeros, patchBytes: bytes, agreement: total)
+    }
+}

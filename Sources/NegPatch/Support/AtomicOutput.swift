@@ -1,0 +1,236 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The one way NegPatch writes a final output file: into a temporary file in the same
+/// folder, flushed with `fsync`, then renamed over the destination.
+///
+/// Until `commit()` returns, the destination is exactly as it was; a crash, a kill or an
+/// error leaves at most a hidden temporary file (`.NAME.tmp-XXXXXX`) beside it, which
+/// `discard()` or deinitialisation removes when the process is still alive to do so.
+public final class AtomicOutput {
+    /// The path that `commit()` will replace.
+    public let destination: String
+    /// The temporary file being written.
+    public let temporaryPath: String
+    private var fd: Int32
+    private var committed = false
+    /// Bytes written so far (the file's current size when only `write` is used).
+    public private(set) var bytesWritten: Int = 0
+
+    /// Creates the temporary file beside `destination`. Throws `.io` if the folder is not
+    /// writable, or if `destination` is an existing directory.
+    public init(destination: String) throws {
+        self.destination = destination
+        var info = stat()
+        if stat(destination, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+            throw NegPatchError(.io, file: destination, "is a directory, expected a file path")
+        }
+        let (folder, name) = splitPath(destination)
+        var template = Array("\(folder)/.\(name).tmp-XXXXXX".utf8CString)
+        let created = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard created >= 0 else {
+            throw NegPatchError(.io, file: destination, "cannot create a temporary file in '\(folder)': \(systemErrorText(errno))")
+        }
+        fd = created
+        temporaryPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        _ = fchmod(fd, 0o644)
+    }
+
+    deinit {
+        if !committed { discard() }
+    }
+
+    /// Appends `bytes`. Throws `.io` on a write error (for example a full disk).
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try writeAll(bytes, at: nil)
+        bytesWritten += bytes.count
+    }
+
+    /// Appends the bytes of `array`.
+    public func write(_ array: [UInt8]) throws {
+        try array.withUnsafeBytes { try write($0) }
+    }
+
+    /// Writes `bytes` at `offset` without moving the append position.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        try writeAll(bytes, at: offset)
+    }
+
+    /// Sets the temporary file's size (used to pre-size outputs written with offsets).
+    public func truncate(to size: Int) throws {
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            throw NegPatchError(.io, file: destination, "cannot size output to \(size) bytes: \(systemErrorText(errno))")
+        }
+    }
+
+    /// The open descriptor of the temporary file, for `copy_file_range` and `mmap`.
+    public var descriptor: Int32 { fd }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int?) throws {
+        guard var cursor = bytes.baseAddress else { return }
+        var remaining = bytes.count
+        var position = offset ?? 0
+        while remaining > 0 {
+            let chunk = min(remaining, 1 << 30)
+            let written = offset == nil ? Glibc.write(fd, cursor, chunk) : pwrite(fd, cursor, chunk, off_t(position))
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw NegPatchError(.io, file: destination, "write failed: \(systemErrorText(errno))")
+            }
+            cursor += written
+            remaining -= written
+            position += written
+        }
+    }
+
+    /// Flushes the temporary file to disk and renames it over the destination, then
+    /// flushes the folder so the rename itself is durable.
+    public func commit() throws {
+        guard !committed else { return }
+        guard fsync(fd) == 0 else {
+            throw NegPatchError(.io, file: destination, "cannot flush output: \(systemErrorText(errno))")
+        }
+        guard close(fd) == 0 else {
+            fd = -1
+            throw NegPatchError(.io, file: destination, "cannot close output: \(systemErrorText(errno))")
+        }
+        fd = -1
+        guard rename(temporaryPath, destination) == 0 else {
+            throw NegPatchError(.io, file: destination, "cannot rename the finished output into place: \(systemErrorText(errno))")
+        }
+        committed = true
+        syncFolder(splitPath(destination).folder)
+    }
+
+    /// Removes the temporary file; the destination is untouched.
+    public func discard() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+        if !committed {
+            unlink(temporaryPath)
+        }
+    }
+}
+
+/// A folder output written atomically: files go into a hidden temporary folder beside
+/// the destination, which is renamed into place by `commit()`.
+///
+/// The destination must not exist or must be an empty folder; NegPatch never deletes a
+/// folder that holds files.
+public final class AtomicFolder {
+    /// The folder `commit()` creates.
+    public let destination: String
+    /// The temporary folder being filled.
+    public let temporaryPath: String
+    private var committed = false
+
+    /// Creates the temporary folder. Throws `.io` if the destination is a non-empty folder
+    /// or a file, or the parent is not writable.
+    public init(destination: String) throws {
+        self.destination = destination
+        var info = stat()
+        if stat(destination, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFDIR else {
+                throw NegPatchError(.io, file: destination, "exists and is not a folder")
+            }
+            guard isEmptyFolder(destination) else {
+                throw NegPatchError(.io, file: destination, "folder exists and is not empty; remove it or choose another output")
+            }
+        }
+        let (parent, name) = splitPath(destination)
+        var template = Array("\(parent)/.\(name).tmp-XXXXXX".utf8CString)
+        let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        guard created != nil else {
+            throw NegPatchError(.io, file: destination, "cannot create a temporary folder in '\(parent)': \(systemErrorText(errno))")
+        }
+        temporaryPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        _ = chmod(temporaryPath, 0o755)
+    }
+
+    deinit {
+        if !committed { discard() }
+    }
+
+    /// The path inside the temporary folder for a file called `name`.
+    public func path(for name: String) -> String {
+        "\(temporaryPath)/\(name)"
+    }
+
+    /// Renames the filled temporary folder into place (replacing an empty destination).
+    /// Files inside must already be flushed (`AtomicOutput.commit` does that).
+    public func commit() throws {
+        guard !committed else { return }
+        syncFolder(temporaryPath)
+        var info = stat()
+        if stat(destination, &info) == 0 {
+            // rename(2) replaces an empty directory atomically; a non-empty one fails.
+            guard isEmptyFolder(destination) else {
+                throw NegPatchError(.io, file: destination, "folder was filled by someone else while writing")
+            }
+        }
+        guard rename(temporaryPath, destination) == 0 else {
+            throw NegPatchError(.io, file: destination, "cannot rename the finished folder into place: \(systemErrorText(errno))")
+        }
+        committed = true
+        syncFolder(splitPath(destination).folder)
+    }
+
+    /// Removes the temporary folder and everything in it.
+    public func discard() {
+        guard !committed, let dir = opendir(temporaryPath) else { return }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name == "." || name == ".." { continue }
+            unlink("\(temporaryPath)/\(name)")
+        }
+        closedir(dir)
+        rmdir(temporaryPath)
+    }
+}
+
+/// Splits a path into its folder (`.` when there is none) and last component.
+func splitPath(_ path: String) -> (folder: String, name: String) {
+    var trimmed = path
+    while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
+    guard let slash = trimmed.lastIndex(of: "/") else { return (".", trimmed) }
+    let folder = String(trimmed[..<slash])
+    return (folder.isEmpty ? "/" : folder, String(trimmed[trimmed.index(after: slash)...]))
+}
+
+/// The last component of a path, as recorded in patch metadata.
+public func lastPathComponent(_ path: String) -> String {
+    splitPath(path).name
+}
+
+private func isEmptyFolder(_ path: String) -> Bool {
+    guard let dir = opendir(path) else { return false }
+    defer { closedir(dir) }
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+        }
+        if name != "." && name != ".." { return false }
+    }
+    return true
+}
+
+private func syncFolder(_ path: String) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    _ = fsync(fd)
+    close(fd)
+}
+
+/// Whether two paths name the same existing file (same device and inode).
+public func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+}

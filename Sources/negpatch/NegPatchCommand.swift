@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import NegPatch
+
+@main
+struct NegPatchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "negpatch",
+        abstract: "Machine unlearning as small, safe patches: merge task vectors, package, apply, audit.",
+        discussion: """
+            Exit status: 0 on success, 1 when an input is invalid, damaged or mismatched \
+            (one line on stderr says what, in which file and tensor), 2 on a usage error.
+            """,
+        version: NegPatchVersion.version,
+        subcommands: [Merge.self, Apply.self, Export.self]
+    )
+
+    /// Runs the command, mapping failures to one error line and the documented exit codes.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as NegPatchError {
+            Terminal.fail(error.description)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            if let exit = error as? ExitCode { Foundation.exit(exit.rawValue) }
+            Terminal.fail(String(describing: error))
+        }
+    }
+}

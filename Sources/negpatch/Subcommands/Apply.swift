@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import NegPatch
+
+struct Apply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply a patch to its base: theta = base - lambda * tau.",
+        discussion: """
+            Writes a ready checkpoint with the base's layout: the same header, tensor order, \
+            __metadata__ and shard files; only the patched floating tensors change (computed \
+            in float32, rounded to the base dtype, ties to even). The base fingerprint must \
+            match the patch's unless --ignore-base-mismatch is given.
+
+            With several lambdas (--lambda 0.5,0.75,1.0 or a range start:stop:step) the patch \
+            is decoded once and OUT is a folder receiving one checkpoint per lambda, named \
+            lambda-VALUE.safetensors (or folders lambda-VALUE for a folder base).
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The pretrained checkpoint the patch was made for.", valueName: "base"))
+    var base: String
+
+    @Option(name: .long, help: ArgumentHelp("The patch (.negpatch or .h5).", valueName: "patch"))
+    var patch: String
+
+    @Option(help: ArgumentHelp("Lambda, or a list a,b,c, or a range start:stop:step (default: the patch's).", valueName: "lambda"))
+    var lambda: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("The checkpoint to write (a folder for several lambdas).", valueName: "out"))
+    var output: String
+
+    @Flag(name: .customLong("ignore-base-mismatch"), help: "Apply even if the base's fingerprint differs from the patch's.")
+    var ignoreBaseMismatch = false
+
+    @Flag(name: .shortAndLong, help: "No progress bar.")
+    var quiet = false
+
+    func validate() throws {
+        if let lambda { _ = try LambdaList.parse(lambda) }
+    }
+
+    func run() throws {
+        let clock = Stopwatch()
+        let baseCheckpoint = try Checkpoint(path: base)
+        let source = try PatchFormats.open(patch)
+        let lambdas = try lambda.map(LambdaList.parse) ?? [(source.index.metadata.lambda, nil)]
+        var outputs: [(lambda: Double, path: String)]
+        if lambdas.count == 1 {
+            outputs = [(lambdas[0].value, output)]
+        } else {
+            try LambdaList.makeFolder(output)
+            let suffix = baseCheckpoint.layout == .file ? ".safetensors" : ""
+            outputs = lambdas.map { ($0.value, "\(output)/lambda-\($0.label ?? String($0.value))\(suffix)") }
+        }
+        var request = ApplyRequest(base: baseCheckpoint, patch: source, outputs: outputs)
+        request.ignoreBaseMismatch = ignoreBaseMismatch
+        let bar = ProgressBar("apply", quiet: quiet)
+        let bytes = try CheckpointPatcher.run(request, progress: bar.update)
+        bar.finish()
+        let index = source.index
+        let what = outputs.count == 1 ? "lambda \(outputs[0].lambda)" : "\(outputs.count) lambdas"
+        print("applied \(lastPathComponent(patch)) (\(index.metadata.method), density \(Terminal.percent(index.density))) "
+              + "to \(index.tensors.count) tensors with \(what): \(Terminal.bytes(bytes)) per checkpoint, "
+              + String(format: "%.2f s", clock.seconds) + " -> \(output)")
+    }
+}
+
+/// Parses `--lambda`: a number, a comma-separated list, or ranges `start:stop:step`.
+enum LambdaList {
+    /// Each value with the label its output is named by (the text as given, for listed values).
+    static func parse(_ text: String) throws -> [(value: Double, label: String?)] {
+        var values: [(value: Double, label: String?)] = []
+        for token in text.split(separator: ",", omittingEmptySubsequences: false).map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let parts = token.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            if parts.count == 3 {
+                guard let start = Double(parts[0]), let stop = Double(parts[1]), let step = Double(parts[2]),
+                      start.isFinite, stop.isFinite, step.isFinite, step > 0, stop >= start
+                else { throw ValidationError("--lambda range '\(token)' must be start:stop:step with step > 0 and stop >= start") }
+                let steps = Int(((stop - start) / step + 1e-9).rounded(.down))
+                guard steps < 100_000 else { throw ValidationError("--lambda range '\(token)' has too many values") }
+                for i in 0...steps {
+                    // Round to 12 significant decimals so 0.1 * 3 is named 0.3.
+                    let value = ((start + Double(i) * step) * 1e12).rounded() / 1e12
+                    values.append((value, String(value)))
+                }
+            } else {
+                guard parts.count == 1, let value = Double(token), value.isFinite else {
+                    throw ValidationError("--lambda '\(token)' is not a finite number or a range start:stop:step")
+                }
+                values.append((value, token))
+            }
+        }
+        guard !values.isEmpty else { throw ValidationError("--lambda is empty") }
+        let labels = values.compactMap(\.label)
+        guard Set(labels).count == labels.count else { throw ValidationError("--lambda lists a value twice") }
+        return values
+    }
+
+    /// Creates the sweep's output folder if needed.
+    static func makeFolder(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw NegPatchError(.invalidArgument, file: path, "several lambdas need a folder as output, and this is a file")
+            }
+            return
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw NegPatchError(.io, file: path, "cannot create the output folder: \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import NegPatch
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Merge the task vectors of n fine-tuned checkpoints into a patch.",
+        discussion: """
+            Each input is a .safetensors file or a Hugging Face folder (model.safetensors or a \
+            sharded model.safetensors.index.json). Task vectors are ft - base in float32; \
+            integer and boolean tensors are left out. The patch format follows the output's \
+            extension (.negpatch, .h5) unless --format is given.
+
+            Methods: \(MergeMethods.all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")).
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The pretrained checkpoint.", valueName: "base"))
+    var base: String
+
+    @Argument(help: ArgumentHelp("The fine-tuned checkpoints, in merge order.", valueName: "fine-tuned"))
+    var models: [String]
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("The patch to write.", valueName: "patch"))
+    var output: String
+
+    @Option(help: "Merge method: \(MergeMethods.names.joined(separator: ", ")).")
+    var method = "negmerge"
+
+    @Option(help: "Recommended lambda recorded in the patch (theta = base - lambda * tau).")
+    var lambda = 1.0
+
+    @Option(name: .customLong("min-agree"), help: "consensus: how many task vectors must share the majority sign (default: a majority).")
+    var minAgree: Int?
+
+    @Option(help: "Patch format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from the output's extension).")
+    var format: String?
+
+    @Option(help: "zstd level of .negpatch parts (1-19).")
+    var level: Int32 = Zstd.defaultLevel
+
+    @Option(name: .customLong("block-size"), help: "Elements per stored block (a multiple of 64).")
+    var blockSize = 1 << 20
+
+    @Flag(help: "Print the sign-agreement histogram (what each --min-agree would keep).")
+    var stats = false
+
+    @Flag(name: .shortAndLong, help: "No progress bar.")
+    var quiet = false
+
+    func validate() throws {
+        guard !models.isEmpty else { throw ValidationError("give at least one fine-tuned checkpoint") }
+        guard lambda.isFinite else { throw ValidationError("--lambda must be a finite number") }
+        guard (1...22).contains(level) else { throw ValidationError("--level must be between 1 and 22") }
+        guard blockSize > 0, blockSize % 64 == 0, blockSize <= 1 << 30 else {
+            throw ValidationError("--block-size must be a positive multiple of 64 up to 2^30")
+        }
+        if let format, PatchFormats.named(format) == nil {
+            throw ValidationError("unknown --format '\(format)' (known: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")))")
+        }
+        guard MergeMethods.names.contains(method) else {
+            throw ValidationError("unknown --method '\(method)' (known: \(MergeMethods.names.joined(separator: ", ")))")
+        }
+    }
+
+    func run() throws {
+        let clock = Stopwatch()
+        let baseCheckpoint = try Checkpoint(path: base)
+        let fineTuned = try models.map { try Checkpoint(path: $0) }
+        for input in [base] + models where sameFile(input, output) {
+            throw NegPatchError(.invalidArgument, file: output, "output would overwrite the input \(input)")
+        }
+        var parameters = MergeParameters()
+        parameters.minAgree = minAgree
+        let mergeMethod = try MergeMethods.make(method, parameters: parameters, modelCount: models.count)
+        var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
+        request.lambda = lambda
+        request.blockElements = blockSize
+        let patchFormat = format.flatMap(PatchFormats.named) ?? PatchFormats.forOutput(output)
+        var options = PatchWriterOptions()
+        options.zstdLevel = level
+        let writer = try patchFormat.writer(path: output, options: options)
+        let bar = ProgressBar("merge", quiet: quiet)
+        let summary = try Merger.run(request, writer: writer, progress: bar.update)
+        bar.finish()
+        if stats { printHistogram(summary) }
+        let dense = summary.elements * 4
+        let ratio = summary.patchBytes > 0 ? Double(dense) / Double(summary.patchBytes) : 0
+        print("\(mergeMethod.name): \(models.count) checkpoints, \(summary.tensors) tensors, "
+              + "\(Terminal.count(summary.elements)) elements, density \(Terminal.percent(summary.density)), "
+              + "patch \(Terminal.bytes(summary.patchBytes)) (dense float32 \(Terminal.bytes(dense)), "
+              + String(format: "%.1fx smaller", ratio) + "), "
+              + String(format: "%.2f s", clock.seconds) + " -> \(output)")
+    }
+
+    private func printHistogram(_ summary: MergeSummary) {
+        let n = summary.agreement.count - 1
+        print("sign agreement (elements where m of \(n) task vectors share the majority sign):")
+        print("   m        elements     share   at least m agree")
+        var keptAtLeast = summary.agreement.reduce(0, +) - summary.agreement[0]
+        for m in 0...n {
+            let count = summary.agreement[m]
+            let share = summary.elements == 0 ? 0 : Double(count) / Double(summary.elements)
+            let kept = m == 0 ? "" : Terminal.percent(summary.elements == 0 ? 0 : Double(keptAtLeast) / Double(summary.elements))
+            print(Terminal.pad(String(m), 4) + Terminal.pad(Terminal.count(count), 16) + Terminal.pad(Terminal.percent(share), 10)
+                  + Terminal.pad(kept, 19))
+            if m > 0 { keptAtLeast -= count }
+        }
+    }
+}

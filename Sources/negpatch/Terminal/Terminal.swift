@@ -1,0 +1,104 @@
+import Foundation
+import NegPatch
+
+/// How the command line speaks to people: error lines, progress, sizes.
+enum Terminal {
+    /// Prints `negpatch: error: MESSAGE` to stderr and exits with status 1.
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("negpatch: error: \(message)\n".utf8))
+        exit(1)
+    }
+
+    /// Prints a warning line to stderr.
+    static func warn(_ message: String) {
+        FileHandle.standardError.write(Data("negpatch: warning: \(message)\n".utf8))
+    }
+
+    /// Whether stderr is an interactive terminal (progress bars are drawn only then).
+    static var stderrIsTerminal: Bool { isatty(2) == 1 }
+
+    /// A byte count for people: `812 B`, `1.21 MB`, `3.40 GB` (decimal units).
+    static func bytes(_ count: Int) -> String {
+        let units = ["B", "kB", "MB", "GB", "TB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1000 && unit < units.count - 1 {
+            value /= 1000
+            unit += 1
+        }
+        return unit == 0 ? "\(count) B" : String(format: "%.2f ", value) + units[unit]
+    }
+
+    /// An integer with thousands separators: `2,000,000`.
+    static func count(_ value: Int) -> String {
+        let digits = String(value.magnitude)
+        var out = ""
+        for (i, ch) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
+            out.append(ch)
+        }
+        return value < 0 ? "-" + out : out
+    }
+
+    /// `text` right-aligned in `width` columns.
+    static func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
+    }
+
+    /// `text` left-aligned in `width` columns.
+    static func padRight(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    }
+
+    /// A share as a percentage with two decimals.
+    static func percent(_ share: Double) -> String {
+        String(format: "%.2f%%", share * 100)
+    }
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal and redrawn at
+/// most ten times a second.
+final class ProgressBar: @unchecked Sendable {
+    private let label: String
+    private let enabled: Bool
+    private let started = Date()
+    private var lastDraw = Date.distantPast
+    private var drawn = false
+    private let lock = NSLock()
+
+    init(_ label: String, quiet: Bool) {
+        self.label = label
+        enabled = !quiet && Terminal.stderrIsTerminal
+    }
+
+    /// Updates the bar to `done` of `total`.
+    func update(_ done: Int, _ total: Int) {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        let now = Date()
+        guard now.timeIntervalSince(lastDraw) >= 0.1 || done == total else { return }
+        lastDraw = now
+        let share = total == 0 ? 1 : Double(done) / Double(total)
+        let width = 30
+        let filled = Int(share * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let elapsed = now.timeIntervalSince(started)
+        let line = "\r\(label) [\(bar)] " + String(format: "%5.1f%%  %.1f s", share * 100, elapsed)
+        FileHandle.standardError.write(Data(line.utf8))
+        drawn = true
+    }
+
+    /// Clears the bar's line.
+    func finish() {
+        guard enabled, drawn else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+    }
+}
+
+/// A monotonic stopwatch.
+struct Stopwatch {
+    private let start = DispatchTime.now().uptimeNanoseconds
+    /// Seconds since creation.
+    var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+}
