@@ -88,8 +88,9 @@ struct Merge: ParsableCommand {
         let ratio = summary.patchBytes > 0 ? Double(dense) / Double(summary.patchBytes) : 0
         print("\(mergeMethod.name): \(models.count) checkpoints, \(summary.tensors) tensors, "
               + "\(Terminal.count(summary.elements)) elements, density \(Terminal.percent(summary.density)), "
-              + "patch \(Terminal.bytes(summary.patchBytes)) (dense float32 \(Terminal.bytes(dense)), "
-              + String(format: "%.1fx smaller", ratio) + "), "
+              + "patch \(Terminal.bytes(summary.patchBytes)) ("
+              + (ratio >= 1 ? String(format: "%.1fx smaller than", ratio) : "larger than")
+              + " dense float32 \(Terminal.bytes(dense))), "
               + String(format: "%.2f s", clock.seconds) + " -> \(output)")
     }
 

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+@testable import NegPatch
+
+@Suite struct ApplyTests {
+    private func mergedSet(_ dtype: DType) throws -> (GeneratedSet, String) {
+        let set = GeneratedSet(n: 3, dtype: dtype, seed: 11)
+        let base = try Checkpoint(path: set.base)
+        let models = try set.models.map { try Checkpoint(path: $0) }
+        var request = MergeRequest(base: base, models: models, method: SignConsensus.negMerge)
+        request.blockElements = 64
+        request.lambda = 0.5
+        let path = set.folder.file("p.negpatch")
+        _ = try Merger.run(request, writer: NegPatchWriter(path: path, level: 3))
+        return (set, path)
+    }
+
+    @Test(arguments: [DType.F32, .F16, .BF16, .F64])
+    func applyComputesBaseMinusLambdaTau(_ dtype: DType) throws {
+        let (set, patchPath) = try mergedSet(dtype)
+        let patch = try PatchFormats.open(patchPath)
+        let out = set.folder.file("out.safetensors")
+        try CheckpointPatcher.run(ApplyRequest(base: Checkpoint(path: set.base), patch: patch, outputs: [(0.5, out)]))
+        let base = try SafetensorsFile(path: set.base)
+        let result = try SafetensorsFile(path: out)
+        // Same header bytes, same layout.
+        #expect(Array(result.file.bytes.prefix(8 + base.headerLength)) == Array(base.file.bytes.prefix(8 + base.headerLength)))
+        for (t, entry) in patch.index.tensors.enumerated() {
+            let tau = try TaskVectorDecoder.dense(patch, tensor: t)
+            let info = base.tensor(named: entry.name)!
+            let before = base.data(info), after = result.data(result.tensor(named: entry.name)!)
+            for i in 0..<info.elementCount {
+                switch dtype {
+                case .F32:
+                    let b = before.load(fromByteOffset: 4 * i, as: Float.self)
+                    #expect(after.load(fromByteOffset: 4 * i, as: Float.self).bitPattern == (tau[i] == 0 ? b : b - Float(0.5) * tau[i]).bitPattern)
+                case .F64:
+                    let b = before.load(fromByteOffset: 8 * i, as: Double.self)
+                    #expect(after.load(fromByteOffset: 8 * i, as: Double.self) == (tau[i] == 0 ? b : b - 0.5 * Double(tau[i])))
+                case .F16:
+                    let b = Float(Float16(bitPattern: before.load(fromByteOffset: 2 * i, as: UInt16.self)))
+                    #expect(after.load(fromByteOffset: 2 * i, as: UInt16.self) == Float16(b - Float(0.5) * tau[i]).bitPattern)
+                default:
+                    let b = Float(bitPattern: UInt32(before.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                    let expected = Float(bitPattern: UInt32(after.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                    // RNE: the stored value is the nearest bfloat16 to the float32 result.
+                    let exact = b - Float(0.5) * tau[i]
+                    #expect(abs(expected - exact) <= abs(exact) * Float(1.0 / 256))
+                }
+            }
+        }
+        // Untouched tensors are byte-identical.
+        let ids = base.tensor(named: "position_ids")!
+        #expect(Array(result.data(result.tensor(named: "position_ids")!)) == Array(base.data(ids)))
+    }
+
+    @Test func aDifferentBaseIsRefusedAndNothingIsWritten() throws {
+        let (set, patchPath) = try mergedSet(.F32)
+        let out = set.folder.file("out.safetensors")
+        let wrongBase = try Checkpoint(path: set.models[0])
+        let request = ApplyRequest(base: wrongBase, patch: try PatchFormats.open(patchPath), outputs: [(1, out)])
+        let error = #expect(throws: NegPatchError.self) { try CheckpointPatcher.run(request) }
+        #expect(error?.code == .mismatch)
+        #expect(error?.description.contains("base fingerprint differs") == true)
+        #expect(!FileManager.default.fileExists(atPath: out))
+        var forced = request
+        forced.ignoreBaseMismatch = true
+        try CheckpointPatcher.run(forced)
+        #expect(FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func sweepsEqualSeparateApplies() throws {
+        let (set, patchPath) = try mergedSet(.BF16)
+        let patch = try PatchFormats.open(patchPath)
+        let base = try Checkpoint(path: set.base)
+        let lambdas = [0.25, 1.0, 2.5]
+        try CheckpointPatcher.run(ApplyRequest(base: base, patch: patch, outputs: lambdas.map { ($0, set.folder.file("sweep-\($0)")) }))
+        for lambda in lambdas {
+            try CheckpointPatcher.run(ApplyRequest(base: base, patch: patch, outputs: [(lambda, set.folder.file("single-\(lambda)"))]))
+            #expect(readBytes(set.folder.file("sweep-\(lambda)")) == readBytes(set.folder.file("single-\(lambda)")))
+        }
+    }
+
+    @Test func patcherPatchesABufferInPlace() throws {
+        let (set, patchPath) = try mergedSet(.F32)
+        let patcher = try Patcher(patch: PatchFormats.open(patchPath))
+        #expect(patcher.lambda == 0.5)
+        let base = try Checkpoint(path: set.base)
+        let tensor = base.tensor(named: "layers.1.w")!
+        var buffer = Array(base.data(tensor))
+        let tau = try patcher.taskVector("layers.1.w")
+        let changed = try buffer.withUnsafeMutableBytes {
+            try patcher.patch(tensor: "layers.1.w", dtype: .F32, shape: tensor.info.shape, data: $0)
+        }
+        #expect(changed)
+        let original = Array(base.data(tensor)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let patched = buffer.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        for i in original.indices {
+            #expect(patched[i].bitPattern == (tau[i] == 0 ? original[i] : original[i] - 0.5 * tau[i]).bitPattern)
+        }
+        #expect(try !patcher.patch(tensor: "position_ids", dtype: .I64, shape: [4], data: UnsafeMutableRawBufferPointer(start: nil, count: 0)))
+        #expect(throws: NegPatchError.self) {
+            try buffer.withUnsafeMutableBytes { try patcher.patch(tensor: "layers.1.w", dtype: .F16, shape: [300], data: $0) }
+        }
+    }
+}

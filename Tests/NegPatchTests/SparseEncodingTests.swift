@@ -1,0 +1,78 @@
+import Testing
+@testable import NegPatch
+
+/// Random dense vectors with a given share of nonzeros.
+private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float] {
+    var rng = SeededGenerator(seed: seed)
+    return (0..<count).map { _ in
+        Double.random(in: 0..<1, using: &rng) < density ? Float.random(in: -1...1, using: &rng) * 1e-3 + (Bool.random(using: &rng) ? 1e-6 : -1e-6) : 0
+    }
+}
+
+@Suite struct SparseEncodingTests {
+    static let cases: [(Int, Double)] = [
+        (0, 0.5), (1, 1), (1, 0), (7, 0.5), (8, 1), (63, 0.3), (64, 0), (65, 1), (1000, 0.07), (4097, 0.5), (10_000, 0.9),
+    ]
+
+    @Test(arguments: cases)
+    func packThenUnpackGivesTheInput(_ count: Int, _ density: Double) {
+        let dense = randomVector(count, density: density, seed: UInt64(count) * 31 + UInt64(density * 100))
+        var mask = [UInt8](repeating: 0xEE, count: Bitmask.byteCount(count))
+        var values = [Float](repeating: 0, count: count + 8)
+        let kept = dense.withUnsafeBufferPointer { d in
+            mask.withUnsafeMutableBufferPointer { m in
+                values.withUnsafeMutableBufferPointer { v in
+                    Bitmask.pack(d.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: count,
+                                 mask: m.baseAddress ?? UnsafeMutablePointer(bitPattern: 4)!, values: v.baseAddress!)
+                }
+            }
+        }
+        let expectedIndices = dense.indices.filter { dense[$0] != 0 }.map(UInt32.init)
+        #expect(kept == expectedIndices.count)
+        // LSB-first: element i is bit i % 8 of byte i / 8.
+        for i in 0..<count {
+            let bit = (mask[i / 8] >> UInt8(i % 8)) & 1
+            #expect((bit == 1) == (dense[i] != 0))
+        }
+        guard count > 0 else { return }
+        let stats = mask.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: count) }
+        #expect(stats.setBits == kept)
+        #expect(stats.cleanPadding)
+        for decoder in [Bitmask.setBitIndices, Bitmask.setBitIndicesByTable] {
+            var indices = [UInt32](repeating: 0, count: kept + 8)
+            let found = mask.withUnsafeBufferPointer { m in
+                indices.withUnsafeMutableBufferPointer { decoder(m.baseAddress!, count, $0.baseAddress!) }
+            }
+            #expect(found == kept)
+            #expect(Array(indices.prefix(found)) == expectedIndices)
+        }
+        let block = SparseBlock(count: count, indices: expectedIndices, values: Array(values.prefix(kept)))
+        var expanded = [Float](repeating: 5, count: count)
+        expanded.withUnsafeMutableBufferPointer { block.expand(into: $0.baseAddress!) }
+        #expect(expanded.map(\.bitPattern) == dense.map { $0 == 0 ? 0 : $0.bitPattern })
+    }
+
+    @Test func detectsSetPaddingBits() {
+        let mask: [UInt8] = [0b1000_0001]
+        let stats = mask.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: 5) }
+        #expect(stats.cleanPadding == false)
+    }
+
+    @Test(arguments: [0, 1, 5, 1000])
+    func byteShuffleRoundTrips(_ count: Int) {
+        let values = randomVector(count, density: 1, seed: 9)
+        var shuffled = [UInt8](repeating: 0, count: 4 * count + 1)
+        var back = [Float](repeating: 0, count: count + 1)
+        values.withUnsafeBufferPointer { v in
+            shuffled.withUnsafeMutableBufferPointer { ByteShuffle.shuffle(v.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: count, into: $0.baseAddress!) }
+        }
+        shuffled.withUnsafeBufferPointer { s in
+            back.withUnsafeMutableBufferPointer { ByteShuffle.unshuffle(s.baseAddress!, count: count, into: $0.baseAddress!) }
+        }
+        #expect(Array(back.prefix(count)).map(\.bitPattern) == values.map(\.bitPattern))
+        if count > 0 {
+            // Plane 3 holds the most significant byte of each value.
+            #expect(shuffled[3 * count] == UInt8(values[0].bitPattern >> 24))
+        }
+    }
+}
