@@ -36,6 +36,17 @@ public enum MergeMethods {
         Entry(name: "consensus", summary: "keep elements where at least --min-agree share the majority sign; their mean") { p, n in
             SignConsensus.relaxed(minAgree: p.minAgree ?? (n / 2 + 1))
         },
+        Entry(name: "uniform", summary: "mean of all task vectors") { _, _ in UniformMerge() },
+        Entry(name: "task-arithmetic", summary: "weighted sum, --weights w1,...,wn (default all 1)") { p, _ in
+            TaskArithmetic(weights: p.weights)
+        },
+        Entry(name: "ties", summary: "TIES: per-tensor top --density trim, elected sign, disjoint mean") { p, _ in
+            TiesMerging(density: p.density ?? 0.2)
+        },
+        Entry(name: "magmax", summary: "per element, the value of largest magnitude") { _, _ in MagMax() },
+        Entry(name: "dare", summary: "drop with probability --drop, rescale by 1/(1-p), mean; --seed") { p, _ in
+            Dare(drop: p.drop ?? 0.9, seed: p.seed ?? 0)
+        },
     ]
 
     /// The names of all methods.

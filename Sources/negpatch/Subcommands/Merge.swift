@@ -33,6 +33,18 @@ struct Merge: ParsableCommand {
     @Option(name: .customLong("min-agree"), help: "consensus: how many task vectors must share the majority sign (default: a majority).")
     var minAgree: Int?
 
+    @Option(help: ArgumentHelp("task-arithmetic: one weight per checkpoint, comma-separated (default all 1).", valueName: "w1,...,wn"))
+    var weights: String?
+
+    @Option(help: "ties: share of each task vector kept by magnitude, per tensor (default 0.2).")
+    var density: Double?
+
+    @Option(help: "dare: drop probability (default 0.9).")
+    var drop: Double?
+
+    @Option(help: "dare: random seed (default 0).")
+    var seed: UInt64?
+
     @Option(help: "Patch format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from the output's extension).")
     var format: String?
 
@@ -72,6 +84,10 @@ struct Merge: ParsableCommand {
         }
         var parameters = MergeParameters()
         parameters.minAgree = minAgree
+        parameters.weights = try weights.map(Self.parseWeights)
+        parameters.density = density
+        parameters.drop = drop
+        parameters.seed = seed
         let mergeMethod = try MergeMethods.make(method, parameters: parameters, modelCount: models.count)
         var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
         request.lambda = lambda
@@ -92,6 +108,15 @@ struct Merge: ParsableCommand {
               + (ratio >= 1 ? String(format: "%.1fx smaller than", ratio) : "larger than")
               + " dense float32 \(Terminal.bytes(dense))), "
               + String(format: "%.2f s", clock.seconds) + " -> \(output)")
+    }
+
+    private static func parseWeights(_ text: String) throws -> [Double] {
+        try text.split(separator: ",", omittingEmptySubsequences: false).map { token in
+            guard let value = Double(token.trimmingCharacters(in: .whitespaces)), value.isFinite else {
+                throw ValidationError("--weights: '\(token)' is not a finite number")
+            }
+            return value
+        }
     }
 
     private func printHistogram(_ summary: MergeSummary) {
