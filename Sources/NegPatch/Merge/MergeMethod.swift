@@ -4,11 +4,34 @@ public struct TensorSource: @unchecked Sendable {
     public let pointer: UnsafeRawPointer
     /// Its dtype (floating).
     public let dtype: DType
+    /// The file holding the data, for positioned reads, and the data's offset in it.
+    let file: MappedFile?
+    let fileOffset: Int
 
     /// Creates a source over `pointer`.
     public init(pointer: UnsafeRawPointer, dtype: DType) {
         self.pointer = pointer
         self.dtype = dtype
+        file = nil
+        fileOffset = 0
+    }
+
+    /// Creates a source over a tensor of a mapped file.
+    init(file: MappedFile, tensor: TensorInfo) {
+        pointer = file.bytes.baseAddress.map { $0 + tensor.fileOffset } ?? UnsafeRawPointer(bitPattern: 8)!
+        dtype = tensor.dtype
+        self.file = file
+        fileOffset = tensor.fileOffset
+    }
+
+    /// Copies the raw bytes of elements `start ..< start + count` into `destination`, by
+    /// `pread` when the file is known (no page mapping, friendlier to the cache when many
+    /// models stream at once), else from memory.
+    @inline(__always)
+    func copyRaw(_ start: Int, _ count: Int, into destination: UnsafeMutableRawPointer) {
+        let bytes = count * dtype.size
+        if let file, file.read(fileOffset + start * dtype.size, bytes, into: destination) { return }
+        destination.copyMemory(from: pointer + start * dtype.size, byteCount: bytes)
     }
 
     /// Converts elements `start ..< start + count` to float32 into `destination`.

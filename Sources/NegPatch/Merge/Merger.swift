@@ -116,10 +116,10 @@ public enum Merger {
             let name = tensor.info.name
             return MergeTensor(
                 name: name, elements: tensor.info.elementCount,
-                base: TensorSource(pointer: request.base.data(tensor).baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, dtype: tensor.info.dtype),
+                base: TensorSource(file: request.base.shards[tensor.shard].file, tensor: tensor.info),
                 models: request.models.map { model in
                     let other = model.tensor(named: name)!
-                    return TensorSource(pointer: model.data(other).baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, dtype: tensor.info.dtype)
+                    return TensorSource(file: model.shards[other.shard].file, tensor: other.info)
                 })
         }
         var items: [WorkItem] = []

@@ -39,45 +39,98 @@ struct SignConsensusKernel: MergeKernel {
     let minAgree: Int
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        let tile = mergeTile
-        // One allocation for the six per-tile arrays.
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tile * 6)
-        defer { scratch.deallocate() }
-        let base32 = scratch, t = scratch + tile
-        let sumPos = scratch + 2 * tile, sumNeg = scratch + 3 * tile
-        let pos = scratch + 4 * tile, neg = scratch + 5 * tile
-        let required = Float(minAgree)
-        var tileStart = 0
-        while tileStart < count {
-            let c = min(tile, count - tileStart)
-            base.load(start + tileStart, c, into: base32)
-            sumPos.initialize(repeating: 0, count: c)
-            sumNeg.initialize(repeating: 0, count: c)
-            pos.initialize(repeating: 0, count: c)
-            neg.initialize(repeating: 0, count: c)
-            for model in models {
-                model.load(start + tileStart, c, into: t)
-                for i in 0..<c {
-                    let x = t[i] - base32[i]
-                    let isPos = x > 0
-                    let isNeg = x < 0
-                    // Adding +0 leaves a sum unchanged, so each sum is exactly the model-order
-                    // sum of the values of its sign.
-                    sumPos[i] += isPos ? x : 0
-                    sumNeg[i] += isNeg ? x : 0
-                    pos[i] += isPos ? 1 : 0
-                    neg[i] += isNeg ? 1 : 0
-                }
+        let inputs = TileInputs(base: base, models: models)
+        defer { inputs.deallocate() }
+        forEachTile(count: count, tile: inputs.capacity) { offset, c in
+            let (b, fts) = inputs.load(start: start + offset, count: c)
+            let vectorised = c & ~3
+            if minAgree == models.count {
+                unanimous(b, fts, out + offset, vectorised, agreement)
+            } else {
+                relaxed(b, fts, out + offset, vectorised, agreement)
             }
-            let o = out + tileStart
-            for i in 0..<c {
-                let p = pos[i], q = neg[i]
-                let keepPos = p > q && p >= required
-                let keepNeg = q > p && q >= required
-                o[i] = keepPos ? sumPos[i] / p : (keepNeg ? sumNeg[i] / q : 0)
-                agreement[Int(max(p, q))] &+= 1
+            scalarTail(b, fts, out + offset, from: vectorised, to: c, agreement)
+        }
+    }
+
+    /// NegMerge proper: one running sum suffices, since a kept element has every task vector
+    /// of one sign. Four elements at a time, every accumulator in a register while the n
+    /// models stream through; each input is read once.
+    @inline(__always)
+    private func unanimous(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
+                           _ count: Int, _ agreement: UnsafeMutablePointer<Int>) {
+        let n = models.count
+        let zero = SIMD4<Float>.zero, one = SIMD4<Float>(repeating: 1), all = SIMD4<Float>(repeating: Float(n))
+        var i = 0
+        while i < count {
+            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
+            var sum = zero, pos = zero, neg = zero
+            for k in 0..<n {
+                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: SIMD4<Float>.self) - baseLanes
+                sum += x
+                pos += zero.replacing(with: one, where: x .> zero)
+                neg += zero.replacing(with: one, where: x .< zero)
             }
-            tileStart += c
+            let keep = (pos .== all) .| (neg .== all)
+            UnsafeMutableRawPointer(o + i).storeBytes(of: zero.replacing(with: sum / all, where: keep), as: SIMD4<Float>.self)
+            Self.record(pos, neg, agreement)
+            i += 4
+        }
+    }
+
+    /// Relaxed consensus: the sums of positive and of negative values are kept apart.
+    @inline(__always)
+    private func relaxed(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
+                         _ count: Int, _ agreement: UnsafeMutablePointer<Int>) {
+        let n = models.count
+        let zero = SIMD4<Float>.zero, one = SIMD4<Float>(repeating: 1), required = SIMD4<Float>(repeating: Float(minAgree))
+        var i = 0
+        while i < count {
+            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
+            var sumPos = zero, sumNeg = zero, pos = zero, neg = zero
+            for k in 0..<n {
+                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: SIMD4<Float>.self) - baseLanes
+                let isPos = x .> zero, isNeg = x .< zero
+                // Adding +0 leaves a sum unchanged, so each is exactly the model-order sum of
+                // the values of its sign.
+                sumPos += zero.replacing(with: x, where: isPos)
+                sumNeg += zero.replacing(with: x, where: isNeg)
+                pos += zero.replacing(with: one, where: isPos)
+                neg += zero.replacing(with: one, where: isNeg)
+            }
+            let keepPos = (pos .> neg) .& (pos .>= required)
+            let keepNeg = (neg .> pos) .& (neg .>= required)
+            let result = zero.replacing(with: sumPos / pos, where: keepPos).replacing(with: sumNeg / neg, where: keepNeg)
+            UnsafeMutableRawPointer(o + i).storeBytes(of: result, as: SIMD4<Float>.self)
+            Self.record(pos, neg, agreement)
+            i += 4
+        }
+    }
+
+    @inline(__always)
+    private static func record(_ pos: SIMD4<Float>, _ neg: SIMD4<Float>, _ agreement: UnsafeMutablePointer<Int>) {
+        let m = pos.replacing(with: neg, where: neg .> pos)
+        agreement[Int(m[0])] &+= 1
+        agreement[Int(m[1])] &+= 1
+        agreement[Int(m[2])] &+= 1
+        agreement[Int(m[3])] &+= 1
+    }
+
+    private func scalarTail(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
+                            from first: Int, to end: Int, _ agreement: UnsafeMutablePointer<Int>) {
+        for i in first..<end {
+            var sumPos: Float = 0, sumNeg: Float = 0, pos: Float = 0, neg: Float = 0
+            for k in 0..<models.count {
+                let x = fts[k][i] - b[i]
+                sumPos += x > 0 ? x : 0
+                sumNeg += x < 0 ? x : 0
+                pos += x > 0 ? 1 : 0
+                neg += x < 0 ? 1 : 0
+            }
+            let keepPos = pos > neg && pos >= Float(minAgree)
+            let keepNeg = neg > pos && neg >= Float(minAgree)
+            o[i] = keepPos ? sumPos / pos : (keepNeg ? sumNeg / neg : 0)
+            agreement[Int(max(pos, neg))] &+= 1
         }
     }
 }

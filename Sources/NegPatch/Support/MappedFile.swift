@@ -14,6 +14,8 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     /// The file's size in bytes when it was mapped.
     public let size: Int
+    /// The open descriptor, kept for positioned reads (`pread`) alongside the mapping.
+    public let descriptor: Int32
     private let start: UnsafeRawPointer?
 
     /// Maps `path`. Throws `.io` if it cannot be opened, is not a regular file, or cannot
@@ -24,14 +26,16 @@ public final class MappedFile: @unchecked Sendable {
         guard fd >= 0 else {
             throw NegPatchError(.io, file: path, "cannot open: \(systemErrorText(errno))")
         }
-        defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
+            close(fd)
             throw NegPatchError(.io, file: path, "cannot stat: \(systemErrorText(errno))")
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
             throw NegPatchError(.io, file: path, "not a regular file")
         }
+        descriptor = fd
         size = Int(info.st_size)
         if size == 0 {
             start = nil
@@ -39,6 +43,7 @@ public final class MappedFile: @unchecked Sendable {
         }
         let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let mapped, mapped != MAP_FAILED else {
+            close(fd)
             throw NegPatchError(.io, file: path, "cannot map \(size) bytes: \(systemErrorText(errno))")
         }
         start = UnsafeRawPointer(mapped)
@@ -48,6 +53,20 @@ public final class MappedFile: @unchecked Sendable {
         if let start {
             munmap(UnsafeMutableRawPointer(mutating: start), size)
         }
+        close(descriptor)
+    }
+
+    /// Reads `count` bytes at `offset` into `destination` with `pread`, which copies from the
+    /// page cache without mapping pages into this process. Returns false on a short read.
+    public func read(_ offset: Int, _ count: Int, into destination: UnsafeMutableRawPointer) -> Bool {
+        var done = 0
+        while done < count {
+            let got = pread(descriptor, destination + done, count - done, off_t(offset + done))
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else { return false }
+            done += got
+        }
+        return true
     }
 
     /// The whole file. Valid while this object is alive.

@@ -1,0 +1,54 @@
+/// Float32 tiles of the base and of every model, read with `pread` into buffers reused
+/// from tile to tile.
+///
+/// Reading a tile of each of the n models into cache-resident buffers, instead of touching
+/// n memory-mapped streams at once, keeps the merge loops fed from the cache; the buffers
+/// take `(n + 1) * tile` floats (a few hundred kilobytes), whatever the tensor's size.
+struct TileInputs {
+    private let base: TensorSource
+    private let models: [TensorSource]
+    private let floats: UnsafeMutablePointer<Float>
+    private let raw: UnsafeMutableRawPointer
+    private let pointers: UnsafeMutablePointer<UnsafePointer<Float>>
+    /// Elements per tile.
+    let capacity: Int
+
+    init(base: TensorSource, models: [TensorSource], capacity: Int = inputTile) {
+        self.base = base
+        self.models = models
+        self.capacity = capacity
+        floats = .allocate(capacity: capacity * (models.count + 1))
+        raw = .allocate(byteCount: base.dtype == .F32 ? 1 : capacity * base.dtype.size, alignment: 64)
+        pointers = .allocate(capacity: max(models.count, 1))
+    }
+
+    func deallocate() {
+        floats.deallocate()
+        raw.deallocate()
+        pointers.deallocate()
+    }
+
+    /// The base tile and the models' tiles for elements `start ..< start + count`
+    /// (`count <= capacity`).
+    func load(start: Int, count: Int) -> (base: UnsafePointer<Float>, models: UnsafePointer<UnsafePointer<Float>>) {
+        fill(base, start: start, count: count, into: floats)
+        for (k, model) in models.enumerated() {
+            let tile = floats + (k + 1) * capacity
+            fill(model, start: start, count: count, into: tile)
+            pointers[k] = UnsafePointer(tile)
+        }
+        return (UnsafePointer(floats), UnsafePointer(pointers))
+    }
+
+    private func fill(_ source: TensorSource, start: Int, count: Int, into tile: UnsafeMutablePointer<Float>) {
+        if source.dtype == .F32 {
+            source.copyRaw(start, count, into: tile)
+        } else {
+            source.copyRaw(start, count, into: raw)
+            FloatConversion.toFloat32(raw, dtype: source.dtype, start: 0, count: count, into: tile)
+        }
+    }
+}
+
+/// Elements per input tile of the streaming kernels.
+let inputTile = 16384
