@@ -110,3 +110,50 @@ func decodeEverything(_ path: String) throws -> [[Float]] {
         #expect(error?.description.contains("not a NegPatch patch") == true)
     }
 }
+
+@Suite struct LossyValueTests {
+    @Test(arguments: [ValueType.f16, .bf16, .int8])
+    func lossyValuesDecodeWithinTheRecordedError(_ type: ValueType) throws {
+        let folder = TemporaryFolder()
+        var rng = SeededGenerator(seed: 4)
+        let values: [Float] = (0..<500).map { i in i % 3 == 0 ? 0 : Float.random(in: -0.01...0.01, using: &rng) }
+        let path = folder.file("p.negpatch")
+        let writer = try NegPatchWriter(path: path, level: 3, valueType: type)
+        let header = PatchTensorHeader(name: "w", dtype: .F32, shape: [500], elements: 500, blockElements: 128)
+        try writer.beginTensor(header)
+        for b in 0..<header.blockCount {
+            let count = min(128, 500 - b * 128)
+            try writer.append(values.withUnsafeBufferPointer { try writer.prepare(dense: $0.baseAddress! + b * 128, count: count) })
+        }
+        try writer.endTensor(agreement: [])
+        _ = try writer.finish(metadata: PatchMetadata(method: "negmerge", parameters: [], n: 1, inputs: ["a"], base: "b", lambda: 1),
+                              fingerprint: [])
+        let patch = try NegPatchFile(path: path)
+        #expect(patch.index.metadata.lossy)
+        let tensor = patch.index.tensors[0]
+        #expect(tensor.valueType == type)
+        let decoded = try TaskVectorDecoder.dense(patch, tensor: 0)
+        let worst = zip(decoded, values).map { abs($0 - $1) }.max()!
+        #expect(Double(worst) == tensor.maxAbsError)
+        #expect(worst > 0)
+        #expect(worst <= (type == .int8 ? 0.01 / 127 : 0.01 / 256))
+    }
+
+    @Test func f16FallsBackToF32WhereValuesOverflow() throws {
+        var values: [Float] = [1e6, -3, 0, 2]
+        let encoded = values.withUnsafeMutableBufferPointer { ValueCodec.encode($0.baseAddress!, count: 4, as: .f16) }
+        #expect(encoded == nil)
+        let folder = TemporaryFolder()
+        let path = folder.file("p.negpatch")
+        let writer = try NegPatchWriter(path: path, level: 3, valueType: .f16)
+        try writer.beginTensor(PatchTensorHeader(name: "w", dtype: .F32, shape: [4], elements: 4, blockElements: 64))
+        try writer.append(values.withUnsafeBufferPointer { try writer.prepare(dense: $0.baseAddress!, count: 4) })
+        try writer.endTensor(agreement: [])
+        _ = try writer.finish(metadata: PatchMetadata(method: "negmerge", parameters: [], n: 1, inputs: ["a"], base: "b", lambda: 1),
+                              fingerprint: [])
+        let patch = try NegPatchFile(path: path)
+        #expect(patch.index.tensors[0].blocks[0].valueType == .f32)
+        #expect(try TaskVectorDecoder.dense(patch, tensor: 0) == values)
+        #expect(patch.index.metadata.lossy == false)
+    }
+}

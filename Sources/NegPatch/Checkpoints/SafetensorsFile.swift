@@ -138,7 +138,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         // Offsets must tile the data section: sorted by begin, each starting where the
         // previous ended, the first at 0 and the last at the end of the file.
-        parsed.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        // Sorted by offsets; empty tensors sharing an offset keep their header order.
+        parsed = parsed.enumerated().sorted { ($0.element.begin, $0.element.end, $0.offset) < ($1.element.begin, $1.element.end, $1.offset) }
+            .map(\.element)
         var cursor = 0
         for entry in parsed {
             if entry.begin < cursor {

@@ -22,7 +22,7 @@ public enum NegPatchFormat: PatchFormat {
     }
 
     public static func writer(path: String, options: PatchWriterOptions) throws -> any PatchWriter {
-        try NegPatchWriter(path: path, level: options.zstdLevel)
+        try NegPatchWriter(path: path, level: options.zstdLevel, valueType: options.valueType)
     }
 }
 
@@ -31,13 +31,15 @@ public final class NegPatchWriter: PatchWriter {
     public let path: String
     private let output: AtomicOutput
     private let level: Int32
+    private let valueType: ValueType
     private var tensors: [PatchTensor] = []
     private var current: PatchTensor?
 
-    /// Starts writing `path` (atomically) with zstd `level`.
-    public init(path: String, level: Int32) throws {
+    /// Starts writing `path` (atomically) with zstd `level`, storing values as `valueType`.
+    public init(path: String, level: Int32, valueType: ValueType = .f32) throws {
         self.path = path
         self.level = level
+        self.valueType = valueType
         output = try AtomicOutput(destination: path)
         var header = NegPatchFormat.magic
         header += littleEndianBytes(UInt32(1))
@@ -55,13 +57,19 @@ public final class NegPatchWriter: PatchWriter {
             }
         }
         let sparseMask = try mask.withUnsafeBytes { try Zstd.compress($0, level: level) }
-        let sparseValues = try packed.withUnsafeBufferPointer { try shuffledFrame($0.baseAddress!, count: nonzeros) }
-        var block = PreparedBlock(encoding: .sparse, count: count, nonzeros: nonzeros, mask: sparseMask, values: sparseValues)
+        let sparseValues = try packed.withUnsafeBufferPointer { try valueFrame($0.baseAddress!, count: nonzeros) }
+        var block = PreparedBlock(encoding: .sparse, count: count, nonzeros: nonzeros, mask: sparseMask, values: sparseValues.frame)
+        block.valueType = sparseValues.type
+        block.scale = sparseValues.encoded.scale
+        block.maxAbsError = sparseValues.encoded.maxAbsError
         // Dense storage can only win when most elements are nonzero.
         if nonzeros * 4 > count {
-            let denseValues = try shuffledFrame(dense, count: count)
-            if denseValues.count < sparseMask.count + sparseValues.count {
-                block = PreparedBlock(encoding: .dense, count: count, nonzeros: nonzeros, mask: [], values: denseValues)
+            let dense = try valueFrame(dense, count: count)
+            if dense.frame.count < sparseMask.count + sparseValues.frame.count {
+                block = PreparedBlock(encoding: .dense, count: count, nonzeros: nonzeros, mask: [], values: dense.frame)
+                block.valueType = dense.type
+                block.scale = dense.encoded.scale
+                block.maxAbsError = dense.encoded.maxAbsError
             }
         }
         block.maskChecksum = block.encoding == .sparse ? XXH64.hash(block.mask) : 0
@@ -69,15 +77,23 @@ public final class NegPatchWriter: PatchWriter {
         return block
     }
 
-    private func shuffledFrame(_ values: UnsafePointer<Float>, count: Int) throws -> [UInt8] {
-        var shuffled = [UInt8](repeating: 0, count: 4 * count)
-        shuffled.withUnsafeMutableBufferPointer { ByteShuffle.shuffle(values, count: count, into: $0.baseAddress!) }
-        return try shuffled.withUnsafeBytes { try Zstd.compress($0, level: level) }
+    /// The values compressed as the requested type, or as f32 where that type cannot hold
+    /// them (binary16 overflow).
+    private func valueFrame(_ values: UnsafePointer<Float>, count: Int) throws -> (frame: [UInt8], type: ValueType, encoded: ValueCodec.Encoded) {
+        var type = valueType
+        var encoded = ValueCodec.encode(values, count: count, as: type)
+        if encoded == nil {
+            type = .f32
+            encoded = ValueCodec.encode(values, count: count, as: .f32)
+        }
+        let frame = try encoded!.bytes.withUnsafeBytes { try Zstd.compress($0, level: level) }
+        return (frame, type, encoded!)
     }
 
     public func beginTensor(_ header: PatchTensorHeader) throws {
         current = PatchTensor(name: header.name, dtype: header.dtype, shape: header.shape, elements: header.elements,
-                              nonzeros: 0, blockElements: header.blockElements, blocks: [], agreement: [])
+                              nonzeros: 0, blockElements: header.blockElements, blocks: [], agreement: [],
+                              valueType: valueType, maxAbsError: valueType.isLossy ? 0 : nil)
     }
 
     public func append(_ block: PreparedBlock) throws {
@@ -87,13 +103,15 @@ public final class NegPatchWriter: PatchWriter {
                                         size: Bitmask.byteCount(block.count), checksum: block.maskChecksum)
             try output.write(block.mask)
         }
-        let valuesSize = 4 * (block.encoding == .sparse ? block.nonzeros : block.count)
+        let valuesSize = block.valueType.width * (block.encoding == .sparse ? block.nonzeros : block.count)
         let valuesLocation = PartLocation(offset: output.bytesWritten, length: block.values.count,
                                           size: valuesSize, checksum: block.valuesChecksum)
         try output.write(block.values)
         current!.blocks.append(PatchBlock(encoding: block.encoding, nonzeros: block.nonzeros,
-                                          mask: maskLocation, values: valuesLocation))
+                                          mask: maskLocation, values: valuesLocation,
+                                          valueType: block.valueType, scale: block.scale))
         current!.nonzeros += block.nonzeros
+        if let error = current!.maxAbsError { current!.maxAbsError = max(error, Double(block.maxAbsError)) }
     }
 
     public func endTensor(agreement: [Int]) throws {
@@ -103,6 +121,8 @@ public final class NegPatchWriter: PatchWriter {
     }
 
     public func finish(metadata: PatchMetadata, fingerprint: [FingerprintEntry]) throws -> Int {
+        var metadata = metadata
+        metadata.lossy = metadata.lossy || tensors.contains { $0.blocks.contains { $0.valueType.isLossy } }
         let index = PatchIndex(metadata: metadata, fingerprint: fingerprint, tensors: tensors)
         let json = CanonicalJSON.encode(index.json())
         let indexOffset = output.bytesWritten
@@ -246,7 +266,7 @@ public final class NegPatchFile: PatchSource, @unchecked Sendable {
         }
         let valuesPart = entry.values
         let frame = try frame(valuesPart, tensor: tensor, block: b, kind: "values")
-        let valueCount = valuesPart.size / 4
+        let valueCount = valuesPart.size / entry.valueType.width
         var shuffled = [UInt8](repeating: 0, count: valuesPart.size)
         do {
             try shuffled.withUnsafeMutableBytes { out in
@@ -258,11 +278,13 @@ public final class NegPatchFile: PatchSource, @unchecked Sendable {
         var values = [Float](repeating: 0, count: valueCount)
         shuffled.withUnsafeBufferPointer { s in
             values.withUnsafeMutableBufferPointer { v in
-                if valueCount > 0 { ByteShuffle.unshuffle(s.baseAddress!, count: valueCount, into: v.baseAddress!) }
+                if valueCount > 0 {
+                    ValueCodec.decode(s.baseAddress!, count: valueCount, as: entry.valueType, scale: entry.scale, into: v.baseAddress!)
+                }
             }
         }
         let decoded = SparseBlock(count: count, indices: indices, values: values)
-        if indices == nil, decoded.nonzeros != entry.nonzeros {
+        if indices == nil, entry.valueType == .f32, decoded.nonzeros != entry.nonzeros {
             throw NegPatchError(.corrupt, file: path, tensor: tensor.name,
                                 "block \(b): dense values hold \(decoded.nonzeros) nonzeros, the index says \(entry.nonzeros)")
         }

@@ -15,6 +15,12 @@ public struct PreparedBlock: Sendable {
     public var maskChecksum: UInt64 = 0
     /// Checksum of the stored values bytes.
     public var valuesChecksum: UInt64 = 0
+    /// How the values are stored.
+    public var valueType: ValueType = .f32
+    /// The int8 scale.
+    public var scale: Float?
+    /// The largest |value - stored value| in the block (0 for f32).
+    public var maxAbsError: Float = 0
 }
 
 /// What a writer needs to know about a tensor before its blocks arrive.
@@ -91,6 +97,8 @@ public protocol PatchFormat: Sendable {
 public struct PatchWriterOptions: Sendable {
     /// zstd level of `.negpatch` parts.
     public var zstdLevel: Int32 = Zstd.defaultLevel
+    /// How values are stored; anything but f32 is lossy.
+    public var valueType: ValueType = .f32
     /// HDF5 compression: `gzip` or `none`.
     public var hdf5Compression: String = "gzip"
 

@@ -94,6 +94,10 @@ public struct PatchBlock: Sendable, Equatable {
     public var mask: PartLocation?
     /// The values part.
     public var values: PartLocation
+    /// How the values are stored (the tensor's type, or f32 where that could not hold them).
+    public var valueType: ValueType = .f32
+    /// The int8 scale (int8 blocks only).
+    public var scale: Float?
 }
 
 /// One patched tensor: identity, counts and blocks.
@@ -115,6 +119,10 @@ public struct PatchTensor: Sendable, Equatable {
     /// Sign statistics: entry m counts elements where m task vectors agree with the
     /// majority sign (n + 1 entries), or empty when the patch does not record them.
     public var agreement: [Int]
+    /// The value type requested for the tensor's blocks.
+    public var valueType: ValueType = .f32
+    /// The largest |value - stored value| over the tensor, for lossy value types.
+    public var maxAbsError: Double?
 
     /// Element count of block `b`.
     public func elementCount(ofBlock b: Int) -> Int {
@@ -197,7 +205,7 @@ extension PatchTensor {
             ("shape", .array(shape.map { .int($0) })),
             ("elements", .int(elements)),
             ("nonzeros", .int(nonzeros)),
-            ("value_type", .string("f32")),
+            ("value_type", .string(valueType.rawValue)),
             ("block_elements", .int(blockElements)),
             ("blocks", .array(blocks.map { block in
                 var fields: [(key: String, value: JSONValue)] = [
@@ -206,11 +214,16 @@ extension PatchTensor {
                     ("values", part(block.values)),
                 ]
                 if let mask = block.mask { fields.append(("mask", part(mask))) }
+                if block.valueType != valueType { fields.append(("value_type", .string(block.valueType.rawValue))) }
+                if let scale = block.scale { fields.append(("scale", .double(Double(scale)))) }
                 return .object(fields)
             })),
         ]
         if !agreement.isEmpty {
             entries.append(("agreement", .array(agreement.map { .int($0) })))
+        }
+        if let maxAbsError {
+            entries.append(("max_abs_error", .double(maxAbsError)))
         }
         return .object(entries)
     }
@@ -307,7 +320,9 @@ struct PatchIndexDecoder {
         guard let nonzeros = json["nonzeros"]?.nonNegativeInt, nonzeros <= elements else {
             throw bad("'nonzeros' is missing or exceeds the element count", tensor: name)
         }
-        guard json["value_type"]?.string == "f32" else { throw bad("unsupported 'value_type'", tensor: name) }
+        guard let valueType = json["value_type"]?.string.flatMap(ValueType.init(rawValue:)) else {
+            throw bad("unsupported 'value_type'", tensor: name)
+        }
         guard let blockElements = json["block_elements"]?.nonNegativeInt, blockElements > 0, blockElements % 64 == 0,
               blockElements <= 1 << 30
         else { throw bad("'block_elements' must be a positive multiple of 64 up to 2^30", tensor: name) }
@@ -328,6 +343,23 @@ struct PatchIndexDecoder {
                 throw bad("block \(b): 'nonzeros' is missing or exceeds the block's \(count) elements", tensor: name)
             }
             let values = try decodePart(item["values"], tensor: name, block: b, kind: "values")
+            var blockType = valueType
+            if let override = item["value_type"] {
+                guard let type = override.string.flatMap(ValueType.init(rawValue:)) else {
+                    throw bad("block \(b): unsupported 'value_type'", tensor: name)
+                }
+                blockType = type
+            }
+            var scale: Float?
+            if blockType == .int8 {
+                guard let value = item["scale"]?.double, value.isFinite, value >= 0 else {
+                    throw bad("block \(b): int8 values need a finite, non-negative 'scale'", tensor: name)
+                }
+                scale = Float(value)
+            } else if item["scale"] != nil {
+                throw bad("block \(b): 'scale' on a block that is not int8", tensor: name)
+            }
+            let width = blockType.width
             var mask: PartLocation?
             switch encoding {
             case .sparse:
@@ -335,17 +367,18 @@ struct PatchIndexDecoder {
                 guard mask!.size == (count + 7) / 8 else {
                     throw bad("block \(b): mask size \(mask!.size), expected \((count + 7) / 8)", tensor: name)
                 }
-                guard values.size == 4 * blockNonzeros else {
-                    throw bad("block \(b): values size \(values.size), expected \(4 * blockNonzeros)", tensor: name)
+                guard values.size == width * blockNonzeros else {
+                    throw bad("block \(b): values size \(values.size), expected \(width * blockNonzeros)", tensor: name)
                 }
             case .dense:
                 guard item["mask"] == nil else { throw bad("block \(b): dense block has a mask", tensor: name) }
-                guard values.size == 4 * count else {
-                    throw bad("block \(b): values size \(values.size), expected \(4 * count)", tensor: name)
+                guard values.size == width * count else {
+                    throw bad("block \(b): values size \(values.size), expected \(width * count)", tensor: name)
                 }
             }
             total += blockNonzeros
-            blocks.append(PatchBlock(encoding: encoding, nonzeros: blockNonzeros, mask: mask, values: values))
+            blocks.append(PatchBlock(encoding: encoding, nonzeros: blockNonzeros, mask: mask, values: values,
+                                     valueType: blockType, scale: scale))
         }
         guard total == nonzeros else {
             throw bad("blocks hold \(total) nonzeros, the tensor says \(nonzeros)", tensor: name)
@@ -363,7 +396,13 @@ struct PatchIndexDecoder {
                 throw bad("'agreement' counts do not sum to the element count", tensor: name)
             }
         }
+        var maxAbsError: Double?
+        if let value = json["max_abs_error"] {
+            guard let error = value.double, error >= 0 else { throw bad("'max_abs_error' is not a non-negative number", tensor: name) }
+            maxAbsError = error
+        }
         return PatchTensor(name: name, dtype: dtype, shape: shape, elements: elements, nonzeros: nonzeros,
-                           blockElements: blockElements, blocks: blocks, agreement: agreement)
+                           blockElements: blockElements, blocks: blocks, agreement: agreement,
+                           valueType: valueType, maxAbsError: maxAbsError)
     }
 }

@@ -32,7 +32,15 @@ public enum Zstd {
     /// content size before decompressing and its content checksum after.
     public static func decompress(_ frame: UnsafeRawBufferPointer, expectedSize: Int,
                                   into destination: UnsafeMutableRawPointer) throws {
-        guard let start = frame.baseAddress, frame.count > 0 else { throw ZstdError("empty zstd frame") }
+        guard let start = frame.baseAddress, frame.count >= 5 else { throw ZstdError("not a zstd frame") }
+        // Magic 0xFD2FB528, then the frame header descriptor, whose bit 2 says the frame
+        // carries a content checksum: the format requires one on every part.
+        guard UInt32(littleEndian: start.loadUnaligned(as: UInt32.self)) == 0xFD2F_B528 else {
+            throw ZstdError("not a zstd frame")
+        }
+        guard start.load(fromByteOffset: 4, as: UInt8.self) & 0x04 != 0 else {
+            throw ZstdError("zstd frame lacks its content checksum")
+        }
         let declared = ZSTD_getFrameContentSize(start, frame.count)
         if declared == czstd_contentsize_error() { throw ZstdError("not a zstd frame") }
         if declared == czstd_contentsize_unknown() { throw ZstdError("zstd frame does not declare its size") }

@@ -40,29 +40,35 @@ public struct SparseBlock: Sendable {
     }
 }
 
-/// Byte-plane shuffling of float32 arrays: all first bytes, then all second bytes, and so
-/// on. Neighbouring values share exponent bytes, so the shuffled form compresses better.
+/// Byte-plane shuffling of little-endian arrays of `width`-byte values: all first bytes,
+/// then all second bytes, and so on. Neighbouring values share exponent bytes, so the
+/// shuffled form compresses better.
 public enum ByteShuffle {
-    /// Shuffles `count` little-endian float32 values into `destination` (`4 * count` bytes).
-    public static func shuffle(_ values: UnsafePointer<Float>, count: Int, into destination: UnsafeMutablePointer<UInt8>) {
-        let words = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
-        let p0 = destination, p1 = destination + count, p2 = destination + 2 * count, p3 = destination + 3 * count
-        for i in 0..<count {
-            let w = UInt32(littleEndian: words[i])
-            p0[i] = UInt8(truncatingIfNeeded: w)
-            p1[i] = UInt8(truncatingIfNeeded: w >> 8)
-            p2[i] = UInt8(truncatingIfNeeded: w >> 16)
-            p3[i] = UInt8(truncatingIfNeeded: w >> 24)
+    /// Shuffles `count` values of `width` bytes into `destination` (`width * count` bytes).
+    public static func shuffle(_ values: UnsafeRawPointer, width: Int, count: Int, into destination: UnsafeMutablePointer<UInt8>) {
+        let source = values.assumingMemoryBound(to: UInt8.self)
+        for plane in 0..<width {
+            let out = destination + plane * count
+            for i in 0..<count { out[i] = source[i * width + plane] }
         }
     }
 
-    /// Reverses `shuffle`: `4 * count` shuffled bytes back into `count` float32 values.
-    public static func unshuffle(_ bytes: UnsafePointer<UInt8>, count: Int, into values: UnsafeMutablePointer<Float>) {
-        let words = UnsafeMutableRawPointer(values).assumingMemoryBound(to: UInt32.self)
-        let p0 = bytes, p1 = bytes + count, p2 = bytes + 2 * count, p3 = bytes + 3 * count
-        for i in 0..<count {
-            let w = UInt32(p0[i]) | UInt32(p1[i]) << 8 | UInt32(p2[i]) << 16 | UInt32(p3[i]) << 24
-            words[i] = UInt32(littleEndian: w)
+    /// Reverses `shuffle`: `width * count` shuffled bytes back into `count` values.
+    public static func unshuffle(_ bytes: UnsafePointer<UInt8>, width: Int, count: Int, into values: UnsafeMutableRawPointer) {
+        let out = values.assumingMemoryBound(to: UInt8.self)
+        for plane in 0..<width {
+            let source = bytes + plane * count
+            for i in 0..<count { out[i * width + plane] = source[i] }
         }
+    }
+
+    /// Shuffles `count` float32 values (four planes).
+    public static func shuffle(_ values: UnsafePointer<Float>, count: Int, into destination: UnsafeMutablePointer<UInt8>) {
+        shuffle(UnsafeRawPointer(values), width: 4, count: count, into: destination)
+    }
+
+    /// Unshuffles `count` float32 values (four planes).
+    public static func unshuffle(_ bytes: UnsafePointer<UInt8>, count: Int, into values: UnsafeMutablePointer<Float>) {
+        unshuffle(bytes, width: 4, count: count, into: UnsafeMutableRawPointer(values))
     }
 }

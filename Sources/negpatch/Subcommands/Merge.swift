@@ -48,6 +48,9 @@ struct Merge: ParsableCommand {
     @Option(help: "Patch format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from the output's extension).")
     var format: String?
 
+    @Option(help: "How values are stored: f32 (lossless), or lossy f16, bf16, int8 (int8 with a scale per block).")
+    var values = "f32"
+
     @Option(help: "zstd level of .negpatch parts (1-19).")
     var level: Int32 = Zstd.defaultLevel
 
@@ -69,6 +72,9 @@ struct Merge: ParsableCommand {
         }
         if let format, PatchFormats.named(format) == nil {
             throw ValidationError("unknown --format '\(format)' (known: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")))")
+        }
+        guard ValueType(rawValue: values) != nil else {
+            throw ValidationError("unknown --values '\(values)' (known: \(ValueType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard MergeMethods.names.contains(method) else {
             throw ValidationError("unknown --method '\(method)' (known: \(MergeMethods.names.joined(separator: ", ")))")
@@ -95,6 +101,7 @@ struct Merge: ParsableCommand {
         let patchFormat = format.flatMap(PatchFormats.named) ?? PatchFormats.forOutput(output)
         var options = PatchWriterOptions()
         options.zstdLevel = level
+        options.valueType = ValueType(rawValue: values)!
         let writer = try patchFormat.writer(path: output, options: options)
         let bar = ProgressBar("merge", quiet: quiet)
         let summary = try Merger.run(request, writer: writer, progress: bar.update)
