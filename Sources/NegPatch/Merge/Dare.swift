@@ -60,15 +60,15 @@ struct DareKernel: MergeKernel {
     let modelKeys: [UInt64]
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        let tile = MergeTile(extraArrays: 0)
+        var tile = MergeTile(base: base, models: models, extraArrays: 0)
         defer { tile.deallocate() }
         let n = Float(models.count)
-        forEachTile(count: count) { offset, c in
-            tile.begin(base, start: start + offset, count: c)
+        forEachTile(count: count, tile: tile.capacity) { offset, c in
+            tile.begin(start: start + offset, count: c)
             let sum = out + offset
             sum.initialize(repeating: 0, count: c)
-            for (k, model) in models.enumerated() {
-                tile.loadTask(model, start: start + offset, count: c)
+            for k in models.indices {
+                tile.loadTask(k, count: c)
                 let t = tile.task
                 let key = modelKeys[k]
                 let first = start + offset

@@ -48,14 +48,14 @@ struct WeightedSumKernel: MergeKernel {
     let divisor: Float?
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        let tile = MergeTile(extraArrays: 0)
+        var tile = MergeTile(base: base, models: models, extraArrays: 0)
         defer { tile.deallocate() }
-        forEachTile(count: count) { offset, c in
-            tile.begin(base, start: start + offset, count: c)
+        forEachTile(count: count, tile: tile.capacity) { offset, c in
+            tile.begin(start: start + offset, count: c)
             let sum = out + offset
             sum.initialize(repeating: 0, count: c)
-            for (k, model) in models.enumerated() {
-                tile.loadTask(model, start: start + offset, count: c)
+            for k in models.indices {
+                tile.loadTask(k, count: c)
                 let t = tile.task
                 if let weights {
                     let w = weights[k]
@@ -91,14 +91,14 @@ struct MagMaxKernel: MergeKernel {
     let models: [TensorSource]
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        let tile = MergeTile(extraArrays: 0)
+        var tile = MergeTile(base: base, models: models, extraArrays: 0)
         defer { tile.deallocate() }
-        forEachTile(count: count) { offset, c in
-            tile.begin(base, start: start + offset, count: c)
+        forEachTile(count: count, tile: tile.capacity) { offset, c in
+            tile.begin(start: start + offset, count: c)
             let best = out + offset
             best.initialize(repeating: 0, count: c)
-            for model in models {
-                tile.loadTask(model, start: start + offset, count: c)
+            for k in models.indices {
+                tile.loadTask(k, count: c)
                 let t = tile.task
                 for i in 0..<c {
                     best[i] = abs(t[i]) > abs(best[i]) ? t[i] : best[i]

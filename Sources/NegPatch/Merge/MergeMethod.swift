@@ -78,15 +78,3 @@ public protocol MergeMethod: Sendable {
 extension MergeMethod {
     public func validate(modelCount n: Int) throws {}
 }
-
-/// Elements per tile in merge kernels: small enough that a tile of every accumulator stays
-/// in the L1/L2 cache while the n models stream through it.
-let mergeTile = 2048
-
-/// The task vector `t = ft - base` of one model over a tile, in float32.
-@inline(__always)
-func taskVectorTile(_ ft: UnsafeMutablePointer<Float>, base: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count {
-        ft[i] = ft[i] - base[i]
-    }
-}

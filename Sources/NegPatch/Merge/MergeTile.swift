@@ -6,48 +6,51 @@
 struct MergeTile {
     /// Elements per tile.
     let capacity: Int
-    /// Base values of the tile, float32.
-    let base: UnsafeMutablePointer<Float>
-    /// The current model's values, turned in place into its task vector.
+    private let inputs: TileInputs
+    private let storage: UnsafeMutablePointer<Float>
+    /// The current model's task vector `ft - base` over the tile.
     let task: UnsafeMutablePointer<Float>
     /// Count of task vectors with a positive element.
     let pos: UnsafeMutablePointer<Float>
     /// Count of task vectors with a negative element.
     let neg: UnsafeMutablePointer<Float>
-    /// Extra float arrays of `capacity` for the kernel's own accumulators.
-    let extra: UnsafeMutablePointer<Float>
-    private let extraCount: Int
+    private let extra: UnsafeMutablePointer<Float>
+    private var base: UnsafePointer<Float>
+    private var models: UnsafePointer<UnsafePointer<Float>>
 
-    /// Allocates a tile with `extraArrays` accumulators of `capacity` floats.
-    init(capacity: Int = mergeTile, extraArrays: Int) {
-        self.capacity = capacity
-        extraCount = extraArrays
-        let storage = UnsafeMutablePointer<Float>.allocate(capacity: capacity * (4 + extraArrays))
-        base = storage
-        task = storage + capacity
-        pos = storage + 2 * capacity
-        neg = storage + 3 * capacity
-        extra = storage + 4 * capacity
+    /// Allocates a tile over `base` and `models` with `extraArrays` accumulators.
+    init(base source: TensorSource, models sources: [TensorSource], extraArrays: Int) {
+        inputs = TileInputs(base: source, models: sources)
+        capacity = inputs.capacity
+        storage = .allocate(capacity: capacity * (3 + extraArrays))
+        task = storage
+        pos = storage + capacity
+        neg = storage + 2 * capacity
+        extra = storage + 3 * capacity
+        (base, models) = inputs.load(start: 0, count: 0)
     }
 
     /// Frees the storage.
-    func deallocate() { base.deallocate() }
+    func deallocate() {
+        storage.deallocate()
+        inputs.deallocate()
+    }
 
     /// Accumulator `k` of the kernel's own (each `capacity` floats).
     func accumulator(_ k: Int) -> UnsafeMutablePointer<Float> { extra + k * capacity }
 
-    /// Loads the base tile and clears the sign counts.
-    func begin(_ source: TensorSource, start: Int, count: Int) {
-        source.load(start, count, into: base)
+    /// Reads the tile of the base and of every model, and clears the sign counts.
+    mutating func begin(start: Int, count: Int) {
+        (base, models) = inputs.load(start: start, count: count)
         pos.initialize(repeating: 0, count: count)
         neg.initialize(repeating: 0, count: count)
     }
 
-    /// Loads one model's tile as its task vector `ft - base` and counts its signs.
-    func loadTask(_ model: TensorSource, start: Int, count: Int) {
-        model.load(start, count, into: task)
+    /// Puts model `k`'s task vector over the tile into `task` and counts its signs.
+    func loadTask(_ k: Int, count: Int) {
+        let ft = models[k]
         for i in 0..<count {
-            let x = task[i] - base[i]
+            let x = ft[i] - base[i]
             task[i] = x
             pos[i] += x > 0 ? 1 : 0
             neg[i] += x < 0 ? 1 : 0
@@ -65,7 +68,7 @@ struct MergeTile {
 /// Runs `body` over the tiles of `start ..< start + count`, passing each tile's offset
 /// within the range and its length.
 @inline(__always)
-func forEachTile(count: Int, tile: Int = mergeTile, _ body: (_ offset: Int, _ length: Int) -> Void) {
+func forEachTile(count: Int, tile: Int, _ body: (_ offset: Int, _ length: Int) -> Void) {
     var offset = 0
     while offset < count {
         let length = min(tile, count - offset)

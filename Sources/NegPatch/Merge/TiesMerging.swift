@@ -56,19 +56,21 @@ public struct TiesMerging: MergeMethod {
         let chunks = (elements + chunk - 1) / chunk
         let partial = try Parallel.map(chunks) { c -> [Int] in
             var counts = [Int](repeating: 0, count: 1 << 16)
-            let tile = MergeTile(extraArrays: 0)
-            defer { tile.deallocate() }
+            let inputs = TileInputs(base: base, models: [model])
+            defer { inputs.deallocate() }
             let start = c * chunk
             counts.withUnsafeMutableBufferPointer { counts in
-                forEachTile(count: min(chunk, elements - start)) { offset, length in
-                    base.load(start + offset, length, into: tile.base)
-                    model.load(start + offset, length, into: tile.task)
-                    for i in 0..<length {
-                        let bits = (tile.task[i] - tile.base[i]).bitPattern & 0x7FFF_FFFF
-                        if let bucket {
+                forEachTile(count: min(chunk, elements - start), tile: inputs.capacity) { offset, length in
+                    let (b, fts) = inputs.load(start: start + offset, count: length)
+                    let ft = fts[0]
+                    if let bucket {
+                        for i in 0..<length {
+                            let bits = (ft[i] - b[i]).bitPattern & 0x7FFF_FFFF
                             if Int(bits >> 16) == bucket { counts[Int(bits & 0xFFFF)] &+= 1 }
-                        } else {
-                            counts[Int(bits >> 16)] &+= 1
+                        }
+                    } else {
+                        for i in 0..<length {
+                            counts[Int((ft[i] - b[i]).bitPattern >> 16 & 0x7FFF)] &+= 1
                         }
                     }
                 }
@@ -91,14 +93,14 @@ struct TiesKernel: MergeKernel {
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
         let n = models.count
         // Accumulator 0: the elected-sign sum; 1..n: each model's kept values.
-        let tile = MergeTile(extraArrays: n + 1)
+        var tile = MergeTile(base: base, models: models, extraArrays: n + 1)
         defer { tile.deallocate() }
-        forEachTile(count: count) { offset, c in
-            tile.begin(base, start: start + offset, count: c)
+        forEachTile(count: count, tile: tile.capacity) { offset, c in
+            tile.begin(start: start + offset, count: c)
             let total = tile.accumulator(0)
             total.initialize(repeating: 0, count: c)
-            for (k, model) in models.enumerated() {
-                tile.loadTask(model, start: start + offset, count: c)
+            for k in models.indices {
+                tile.loadTask(k, count: c)
                 let t = tile.task, kept = tile.accumulator(k + 1), threshold = thresholds[k]
                 for i in 0..<c {
                     let x = t[i]

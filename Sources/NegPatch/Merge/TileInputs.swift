@@ -13,9 +13,12 @@ struct TileInputs {
     /// Elements per tile.
     let capacity: Int
 
-    init(base: TensorSource, models: [TensorSource], capacity: Int = inputTile) {
+    init(base: TensorSource, models: [TensorSource]) {
         self.base = base
         self.models = models
+        // About a megabyte of buffers per thread whatever n: fewer elements per tile as n
+        // grows, so memory stays flat in n.
+        let capacity = min(inputTile, max(2048, (inputBudget / (models.count + 1)) & ~63))
         self.capacity = capacity
         floats = .allocate(capacity: capacity * (models.count + 1))
         raw = .allocate(byteCount: base.dtype == .F32 ? 1 : capacity * base.dtype.size, alignment: 64)
@@ -50,5 +53,7 @@ struct TileInputs {
     }
 }
 
-/// Elements per input tile of the streaming kernels.
+/// The most elements per input tile of the streaming kernels.
 let inputTile = 16384
+/// Floats of input buffers per thread across the base and the n models.
+let inputBudget = 1 << 18
