@@ -33,6 +33,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "negpatch-bench-decoder",
+            dependencies: ["NegPatch"],
+            path: "tools/bench/decoder"
+        ),
         .testTarget(
             name: "NegPatchTests",
             dependencies: ["NegPatch"]

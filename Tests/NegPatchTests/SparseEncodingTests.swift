@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import NegPatch
 
@@ -74,5 +75,46 @@ private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float
             // Plane 3 holds the most significant byte of each value.
             #expect(shuffled[3 * count] == UInt8(values[0].bitPattern >> 24))
         }
+    }
+}
+
+@Suite struct RiceMaskTests {
+    @Test(arguments: [(1000, 0.001), (1000, 0.07), (4097, 0.2), (70, 1.0), (1 << 16, 0.01)])
+    func roundTripsAndBeatsTheRawMask(_ count: Int, _ density: Double) throws {
+        var rng = SeededGenerator(seed: UInt64(count))
+        let indices = (0..<count).filter { _ in Double.random(in: 0..<1, using: &rng) < density }.map(UInt32.init)
+        guard !indices.isEmpty else { return }
+        let (k, bytes) = indices.withUnsafeBufferPointer { RiceMask.bestParameter($0.baseAddress!, count: $0.count) }
+        let stream = indices.withUnsafeBufferPointer { RiceMask.encode($0.baseAddress!, count: $0.count, k: k) }
+        #expect(stream.count == bytes)
+        var decoded = [UInt32](repeating: 0, count: indices.count)
+        try stream.withUnsafeBytes { s in
+            try decoded.withUnsafeMutableBufferPointer {
+                try RiceMask.decode(s, k: k, count: indices.count, elements: count, into: $0.baseAddress!)
+            }
+        }
+        #expect(decoded == indices)
+        if density <= 0.07 {
+            // Within 5% of the entropy of the mask (plus a byte of padding).
+            let p = Double(indices.count) / Double(count)
+            let entropy = -(p * log2(p) + (1 - p) * log2(1 - p)) * Double(count) / 8
+            #expect(Double(stream.count) <= entropy * 1.05 + 1, "\(stream.count) bytes vs entropy \(entropy)")
+        }
+    }
+
+    @Test func rejectsStreamsThatOverrunTheBlockOrCarryExtraBits() {
+        let indices: [UInt32] = [3, 10]
+        let stream = indices.withUnsafeBufferPointer { RiceMask.encode($0.baseAddress!, count: 2, k: 2) }
+        var out = [UInt32](repeating: 0, count: 3)
+        func decode(_ bytes: [UInt8], count: Int, elements: Int) -> Bool {
+            (try? bytes.withUnsafeBytes { s in
+                try out.withUnsafeMutableBufferPointer { try RiceMask.decode(s, k: 2, count: count, elements: elements, into: $0.baseAddress!) }
+            }) != nil
+        }
+        #expect(decode(stream, count: 2, elements: 11))
+        #expect(!decode(stream, count: 2, elements: 10))  // position 10 is outside
+        #expect(!decode(stream, count: 3, elements: 11))  // ends early
+        #expect(!decode(stream + [0], count: 2, elements: 11))  // a trailing byte
+        #expect(!decode([0xFF, 0xFF, 0xFF], count: 1, elements: 1 << 20))  // unterminated
     }
 }

@@ -280,6 +280,12 @@ def read_negpatch(path) -> Patch:
             want = ({"encoding", "nonzeros", "mask", "values"} if sparse
                     else {"encoding", "nonzeros", "values"})
             want |= {"value_type"} if "value_type" in blk else set()
+            rice_k = None
+            if sparse and "mask_codec" in blk:
+                if blk["mask_codec"] != "rice" or not _is_int(blk.get("rice_k")) or not 0 <= blk["rice_k"] <= 30:
+                    fail(f"mask_codec {blk.get('mask_codec')!r} / rice_k {blk.get('rice_k')!r} invalid", tname, b)
+                rice_k = blk["rice_k"]
+                want |= {"mask_codec", "rice_k"}
             want |= {"scale"} if vtype == "int8" else set()
             if vtype == "int8" and not (_is_num(blk.get("scale")) and blk["scale"] >= 0):
                 fail(f"int8 block needs a non-negative scale, got {blk.get('scale')!r}", tname, b)
@@ -303,6 +309,8 @@ def read_negpatch(path) -> Patch:
                     fail(f"xxh64 {p['xxh64']!r} is not 16 lowercase hex digits", tname, b,
                          kind)
                 need = -(-c // 8) if kind == "mask" else VALUE_WIDTH[vtype] * (m if sparse else c)
+                if kind == "mask" and rice_k is not None:
+                    need = p["length"]  # a Rice stream is stored as is
                 if p["size"] != need:
                     fail(f"size {p['size']} but the block needs {need}", tname, b, kind)
                 if p["offset"] != expect:
@@ -313,7 +321,7 @@ def read_negpatch(path) -> Patch:
                          f"index_offset {index_offset}", tname, b, kind)
                 expect = p["offset"] + p["length"]
                 parts.append(p)
-            bplan.append((b, c, m, parts[0] if sparse else None, parts[-1], vtype, blk.get("scale")))
+            bplan.append((b, c, m, parts[0] if sparse else None, parts[-1], vtype, blk.get("scale"), rice_k))
         if total != nz:
             fail(f"block nonzeros sum to {total}, tensor says {nz}", tname)
         plan.append((e, count, bplan))
@@ -331,9 +339,17 @@ def read_negpatch(path) -> Patch:
         tname = e["name"]
         be = e["block_elements"]
         dense = np.zeros(count, dtype=np.float32)
-        for b, c, m, mpart, vpart, vtype, scale in bplan:
+        for b, c, m, mpart, vpart, vtype, scale, rice_k in bplan:
             lo = b * be
-            if mpart is not None:
+            if mpart is not None and rice_k is not None:
+                stream = _raw_part(buf, mpart, fail, tname, b, "mask")
+                where = rice_positions(stream, rice_k, m, c, lambda msg: fail(msg, tname, b, "mask"))
+                vals = decode_values(_part(buf, vpart, dctx, fail, tname, b, "values"), m, vtype, scale)
+                if vtype == "f32" and m and (vals == 0).any():
+                    fail("a sparse value is zero", tname, b, "values")
+                seg = dense[lo:lo + c]
+                seg[where] = vals
+            elif mpart is not None:
                 mask_raw = _part(buf, mpart, dctx, fail, tname, b, "mask")
                 bits = np.unpackbits(np.frombuffer(mask_raw, np.uint8), bitorder="little")
                 if bits[c:].any():
@@ -357,12 +373,52 @@ def read_negpatch(path) -> Patch:
     return Patch(name, metadata, fp, out, index, index_bytes, tensors)
 
 
-def _part(buf, p, dctx, fail, tname, b, kind) -> bytes:
-    o, ln, sz = p["offset"], p["length"], p["size"]
+def _raw_part(buf, p, fail, tname, b, kind) -> bytes:
+    """A part's stored bytes after their XXH64 check (Rice masks are not zstd frames)."""
+    o, ln = p["offset"], p["length"]
     data = buf[o:o + ln]
     got = xxh64_hex(data)
     if got != p["xxh64"]:
         fail(f"checksum mismatch (index {p['xxh64']}, stored bytes {got})", tname, b, kind)
+    return data
+
+
+def rice_positions(stream: bytes, k: int, m: int, c: int, fail) -> np.ndarray:
+    """Decode a Rice-coded mask (negpatch-v1.md section 4): m ascending set-bit offsets in
+    a block of c elements; every bit after the last code must be zero padding in the last
+    byte."""
+    bits = np.unpackbits(np.frombuffer(stream, np.uint8), bitorder="little")
+    total = bits.size
+    # next_zero[i]: index of the first zero bit at or after i (total when there is none).
+    idx = np.where(bits == 0, np.arange(total), total)
+    next_zero = np.minimum.accumulate(idx[::-1])[::-1] if total else idx
+    weights = 1 << np.arange(k, dtype=np.int64)
+    out = np.empty(m, dtype=np.int64)
+    pos, position = 0, -1
+    for j in range(m):
+        if pos >= total:
+            fail("Rice mask stream ends early")
+        z = int(next_zero[pos])
+        if z >= total:
+            fail("Rice mask stream ends early")
+        q = z - pos
+        pos = z + 1
+        if pos + k > total:
+            fail("Rice mask stream ends early")
+        r = int(bits[pos:pos + k] @ weights) if k else 0
+        pos += k
+        position += 1 + ((q << k) | r)
+        if position >= c:
+            fail("Rice mask sets a bit past the block")
+        out[j] = position
+    if (pos + 7) // 8 != len(stream) or bits[pos:].any():
+        fail("Rice mask stream has bytes or bits after its last code")
+    return out
+
+
+def _part(buf, p, dctx, fail, tname, b, kind) -> bytes:
+    o, ln, sz = p["offset"], p["length"], p["size"]
+    data = _raw_part(buf, p, fail, tname, b, kind)
     if data[:4] != ZSTD_MAGIC:
         fail("not a zstd frame", tname, b, kind)
     try:

@@ -21,6 +21,8 @@ public struct PreparedBlock: Sendable {
     public var scale: Float?
     /// The largest |value - stored value| in the block (0 for f32).
     public var maxAbsError: Float = 0
+    /// How `mask` is stored.
+    public var maskCodec: MaskCodec = .zstd
 }
 
 /// What a writer needs to know about a tensor before its blocks arrive.

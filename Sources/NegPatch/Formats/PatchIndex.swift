@@ -72,6 +72,14 @@ public enum BlockEncoding: String, Sendable {
     case dense
 }
 
+/// How a sparse block's mask is stored.
+public enum MaskCodec: Sendable, Equatable {
+    /// The raw bitmask in a zstd frame.
+    case zstd
+    /// Rice codes of the gaps between set bits, with parameter `k` (`RiceMask`).
+    case rice(k: Int)
+}
+
 /// Where a compressed part lies in a `.negpatch` file and how to check it.
 public struct PartLocation: Sendable, Equatable {
     /// Absolute byte offset of the zstd frame.
@@ -98,6 +106,8 @@ public struct PatchBlock: Sendable, Equatable {
     public var valueType: ValueType = .f32
     /// The int8 scale (int8 blocks only).
     public var scale: Float?
+    /// How the mask is stored (sparse blocks).
+    public var maskCodec: MaskCodec = .zstd
 }
 
 /// One patched tensor: identity, counts and blocks.
@@ -216,6 +226,10 @@ extension PatchTensor {
                 if let mask = block.mask { fields.append(("mask", part(mask))) }
                 if block.valueType != valueType { fields.append(("value_type", .string(block.valueType.rawValue))) }
                 if let scale = block.scale { fields.append(("scale", .double(Double(scale)))) }
+                if case let .rice(k) = block.maskCodec {
+                    fields.append(("mask_codec", .string("rice")))
+                    fields.append(("rice_k", .int(k)))
+                }
                 return .object(fields)
             })),
         ]
@@ -361,11 +375,28 @@ struct PatchIndexDecoder {
             }
             let width = blockType.width
             var mask: PartLocation?
+            var maskCodec = MaskCodec.zstd
             switch encoding {
             case .sparse:
                 mask = try decodePart(item["mask"], tensor: name, block: b, kind: "mask")
-                guard mask!.size == (count + 7) / 8 else {
-                    throw bad("block \(b): mask size \(mask!.size), expected \((count + 7) / 8)", tensor: name)
+                switch item["mask_codec"]?.string {
+                case nil:
+                    guard item["rice_k"] == nil else { throw bad("block \(b): 'rice_k' without mask_codec rice", tensor: name) }
+                    guard mask!.size == (count + 7) / 8 else {
+                        throw bad("block \(b): mask size \(mask!.size), expected \((count + 7) / 8)", tensor: name)
+                    }
+                case "rice":
+                    guard let k = item["rice_k"]?.nonNegativeInt, k <= RiceMask.maxParameter else {
+                        throw bad("block \(b): 'rice_k' must be an integer from 0 to \(RiceMask.maxParameter)", tensor: name)
+                    }
+                    // At most one zero-bit and k + (count >> k) + 1 bits per set bit: a stream
+                    // longer than that cannot be valid, so it bounds what a reader allocates.
+                    guard mask!.size == mask!.length, mask!.size <= (blockNonzeros * (k + 2) + (count >> k) + 8) / 8 + 1 else {
+                        throw bad("block \(b): Rice mask size \(mask!.size) is not its stored length or too large", tensor: name)
+                    }
+                    maskCodec = .rice(k: k)
+                default:
+                    throw bad("block \(b): unknown 'mask_codec'", tensor: name)
                 }
                 guard values.size == width * blockNonzeros else {
                     throw bad("block \(b): values size \(values.size), expected \(width * blockNonzeros)", tensor: name)
@@ -378,7 +409,7 @@ struct PatchIndexDecoder {
             }
             total += blockNonzeros
             blocks.append(PatchBlock(encoding: encoding, nonzeros: blockNonzeros, mask: mask, values: values,
-                                     valueType: blockType, scale: scale))
+                                     valueType: blockType, scale: scale, maskCodec: maskCodec))
         }
         guard total == nonzeros else {
             throw bad("blocks hold \(total) nonzeros, the tensor says \(nonzeros)", tensor: name)
