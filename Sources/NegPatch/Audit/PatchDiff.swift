@@ -181,11 +181,12 @@ public enum PatchDiff {
     public static func compare(_ a: any PatchSource, _ b: any PatchSource, filter: TensorFilter? = nil,
                                ignoreBaseMismatch: Bool = false, progress: ProgressHandler? = nil) throws -> PatchDiffReport {
         let ia = a.index, ib = b.index
-        let differences = PatchVerifier.fingerprintDifferences(ib.fingerprint, expected: ia.fingerprint)
+        let differences = PatchVerifier.fingerprintMismatches(ib.fingerprint, expected: ia.fingerprint)
         if !differences.isEmpty && !ignoreBaseMismatch {
             throw NegPatchError(.mismatch, file: b.path,
-                                "made for another base than \(a.path): \(differences[0]) "
-                                + "(\(differences.count) difference\(differences.count == 1 ? "" : "s"); use --ignore-base-mismatch to compare anyway)")
+                                "made for another base than \(a.path): the base fingerprints differ in \(differences.count) "
+                                + "tensor\(differences.count == 1 ? "" : "s"), first '\(differences[0].tensor)' "
+                                + "(use --ignore-base-mismatch to compare anyway)")
         }
         let selectedA = ia.tensors.indices.filter { filter?.matches(ia.tensors[$0].name) ?? true }
         let positionInB = Dictionary(ib.tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -151,24 +151,29 @@ public enum PatchVerifier {
     /// missing and extra tensors, dtypes and shapes, digests. Empty when they match (in any
     /// order).
     public static func fingerprintDifferences(_ actual: [FingerprintEntry], expected: [FingerprintEntry]) -> [String] {
+        fingerprintMismatches(actual, expected: expected).map { "tensor '\($0.tensor)': \($0.problem)" }
+    }
+
+    /// The differences of `fingerprintDifferences`, each with the tensor's name apart.
+    static func fingerprintMismatches(_ actual: [FingerprintEntry], expected: [FingerprintEntry]) -> [(tensor: String, problem: String)] {
         let have = Dictionary(actual.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let want = Set(expected.map(\.name))
-        var differences: [String] = []
+        var differences: [(tensor: String, problem: String)] = []
         for entry in expected {
             guard let found = have[entry.name] else {
-                differences.append("tensor '\(entry.name)': missing from the base")
+                differences.append((entry.name, "missing from the base"))
                 continue
             }
             if found.dtype != entry.dtype || found.shape != entry.shape {
-                differences.append("tensor '\(entry.name)': base has \(found.dtype) \(describeShape(found.shape)), "
-                                   + "the patch expects \(entry.dtype) \(describeShape(entry.shape))")
+                differences.append((entry.name, "base has \(found.dtype) \(describeShape(found.shape)), "
+                                    + "the patch expects \(entry.dtype) \(describeShape(entry.shape))"))
             } else if found.digest != entry.digest {
-                differences.append("tensor '\(entry.name)': content differs (xxh64 \(XXH64.hex(found.digest)), "
-                                   + "the patch expects \(XXH64.hex(entry.digest)))")
+                differences.append((entry.name, "content differs (xxh64 \(XXH64.hex(found.digest)), "
+                                    + "the patch expects \(XXH64.hex(entry.digest)))"))
             }
         }
         for entry in actual where !want.contains(entry.name) {
-            differences.append("tensor '\(entry.name)': in the base but not in the patch's base fingerprint")
+            differences.append((entry.name, "in the base but not in the patch's base fingerprint"))
         }
         return differences
     }

@@ -35,7 +35,7 @@ struct Verify: ParsableCommand {
         print(heading)
         for check in report.checks {
             let mark = check.passed == true ? "ok    " : check.passed == false ? "FAILED" : "skip  "
-            print("  \(mark)  \(Terminal.padRight(check.name, 14)) \(check.detail)")
+            print("  \(mark)  \(Terminal.padRight(check.name, 15)) \(check.detail)")
         }
         for problem in report.problems.prefix(50) { print("  ! \(problem)") }
         if report.problems.count > 50 { print("  ! … and \(report.problems.count - 50) more") }
