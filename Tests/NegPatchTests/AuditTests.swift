@@ -250,3 +250,30 @@ struct AuditTests {
         #expect(quick["not_computed"] == .array(PatchAuditReport.valueStatisticNames.map { .string($0) }))
     }
 }
+
+@Suite("Audit edge cases")
+struct AuditEdgeTests {
+    @Test("A patch without tensors: empty figures, every chart drawn without bars, verify and diff still work")
+    func emptyPatch() throws {
+        let scratch = ScratchFolder("audit")
+        defer { scratch.remove() }
+        let path = try Synthetic.write([], to: scratch.file("empty.negpatch"))
+        let source = try PatchFormats.open(path)
+        var options = PatchAuditOptions()
+        options.values = true
+        let report = PatchAudit.run(source, options: options)
+        #expect(report.tensors.isEmpty && report.layers.isEmpty)
+        #expect(report.total.index.elements == 0 && report.total.index.density == 0 && report.total.index.bitsPerElement == 0)
+        #expect(report.integrity.verdict == .verified)
+        #expect(report.total.values == ValueStatistics())
+        let html = AuditHTML.render(report)
+        for id in ["chart-density", "chart-signs", "chart-histogram", "chart-size"] {
+            #expect(html.contains("<svg id=\"\(id)\""), "\(id)")
+        }
+        #expect(!html.contains("<rect class=\"bar"))
+        _ = try StrictJSON.parse(CanonicalJSON.encode(report.json()))
+        #expect(PatchVerifier.verify(patch: path).intact)
+        let diff = try PatchDiff.compare(source, source)
+        #expect(diff.total.jaccard == nil && diff.total.correlation == nil)
+    }
+}

@@ -91,7 +91,9 @@ enum AuditText {
         out.append(field("values", m.lossy ? "LOSSY: some values are stored with less than float32 precision" : "lossless float32"))
         out.append(field("tool", m.tool))
         out.append(field("integrity", integrityLine(report.integrity)))
-        for problem in report.integrity.problems.prefix(20) { out.append("             ! \(problem)") }
+        for problem in report.integrity.problems.prefix(20) {
+            out += TextTable.wrap("! " + problem, first: 13, indent: 15).enumerated().map { $0.offset == 0 ? String(repeating: " ", count: 13) + $0.element : $0.element }
+        }
         if report.integrity.problems.count > 20 { out.append("             ! … and \(report.integrity.problems.count - 20) more") }
         if let filter = report.filter {
             out.append(field("selection", "\(report.tensors.count) of \(report.patchTensors) tensors match --tensors '\(filter)'; "
@@ -129,8 +131,8 @@ enum AuditText {
             var table = TextTable(headers)
             func row(_ name: String, _ v: ValueStatistics?) -> [String] {
                 guard let v else { return [name, "-", "-", "-", "-"] }
-                var cells = [name, Terminal.percent(v.positiveShare), Terminal.percent(v.negativeShare),
-                             String(format: "%.4g", v.l2Norm), String(format: "%.4g", Double(v.maxAbs))]
+                let shares = v.nonzeros == 0 ? ["-", "-"] : [Terminal.percent(v.positiveShare), Terminal.percent(v.negativeShare)]
+                var cells = [name] + shares + [String(format: "%.4g", v.l2Norm), String(format: "%.4g", Double(v.maxAbs))]
                 if nonfinite { cells.append(Terminal.count(v.nonfinite)) }
                 return cells
             }
