@@ -160,6 +160,7 @@ public enum AuditHTML {
 
     private static func valueCells(_ values: ValueStatistics?) -> [String] {
         guard let values else { return ["–", "–", "–", "–"] }
+        guard values.nonzeros > 0 else { return ["–", "–", "0", "0"] }
         return [ReportNumbers.percent(values.positiveShare, 1), ReportNumbers.percent(values.negativeShare, 1),
                 ReportNumbers.significant(values.l2Norm), ReportNumbers.significant(Double(values.maxAbs))]
     }
