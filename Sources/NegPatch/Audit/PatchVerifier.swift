@@ -1,0 +1,180 @@
+/// The outcome of `PatchVerifier.verify`: each check with what it covered.
+public struct VerifyReport: Sendable {
+    /// One check.
+    public struct Check: Sendable {
+        /// Short name: `file and index`, `tensors`, `parts`, `base`.
+        public var name: String
+        /// true (passed), false (failed) or nil (not run, because an earlier check failed).
+        public var passed: Bool?
+        /// What was checked, or what failed.
+        public var detail: String
+    }
+
+    /// The patch's path.
+    public var path: String
+    /// Its format, when it could be opened.
+    public var format: String?
+    /// Its size, when it could be opened.
+    public var fileSize: Int?
+    /// The checks, in the order they ran.
+    public var checks: [Check] = []
+    /// Every problem found, one line each, naming the file, tensor and block.
+    public var problems: [String] = []
+
+    /// Whether every check ran and passed.
+    public var intact: Bool { checks.allSatisfy { $0.passed == true } }
+}
+
+/// Checks a patch end to end: its structure and index, every stored checksum (by decoding
+/// every block), and, given a base checkpoint, the base fingerprint.
+///
+/// For a `.negpatch` this covers every item of `formats/negpatch-v1.md` section 6, so any
+/// flipped byte anywhere in the file is reported.
+public enum PatchVerifier {
+    /// Runs every check on the patch at `path` and, when `base` is given, compares the base
+    /// fingerprint with that checkpoint. Never throws: failures are in the report.
+    public static func verify(patch path: String, base: String? = nil, progress: ProgressHandler? = nil) -> VerifyReport {
+        var report = VerifyReport(path: path)
+        let source: any PatchSource
+        do {
+            source = try PatchFormats.open(path)
+        } catch {
+            report.checks.append(.init(name: "file and index", passed: false, detail: "\(error)"))
+            report.problems.append("\(error)")
+            report.checks.append(.init(name: "parts", passed: nil, detail: "not run: the patch could not be opened"))
+            if base != nil {
+                report.checks.append(.init(name: "base", passed: nil, detail: "not run: the patch could not be opened"))
+            }
+            return report
+        }
+        report.format = source.formatName
+        report.fileSize = source.fileSize
+        let index = source.index
+        let isNegPatch = source.formatName == NegPatchFormat.name
+        report.checks.append(.init(
+            name: "file and index", passed: true,
+            detail: isNegPatch
+                ? "header, footer, index checksum (xxh64), index structure, parts tiling the file"
+                : "the \(source.formatName) reader's checks of the file and its index"))
+
+        let consistency = tensorsAgreeWithFingerprint(index)
+        report.checks.append(.init(
+            name: "tensors", passed: consistency.isEmpty,
+            detail: consistency.isEmpty
+                ? "\(index.tensors.count) patched tensors match the \(index.fingerprint.count)-tensor base fingerprint (names, dtypes, shapes)"
+                : "\(consistency.count) disagreement\(consistency.count == 1 ? "" : "s") between the tensors and the base fingerprint"))
+        report.problems += consistency.map { "\(path): \($0)" }
+
+        let damaged = checkParts(source, progress: progress)
+        let blocks = index.tensors.reduce(0) { $0 + $1.blocks.count }
+        let parts = index.tensors.reduce(0) { sum, t in sum + t.blocks.reduce(0) { $0 + ($1.mask == nil ? 1 : 2) } }
+        let how = isNegPatch
+            ? "\(parts) parts in \(blocks) blocks: xxh64 of the stored bytes, zstd sizes and content checksums, mask popcounts and padding"
+            : "\(blocks) blocks decoded by the \(source.formatName) reader, which verifies the checksums it stores"
+        report.checks.append(.init(
+            name: "parts", passed: damaged.isEmpty,
+            detail: damaged.isEmpty ? how : "\(damaged.count) of \(blocks) blocks damaged"))
+        report.problems += damaged
+
+        if let base {
+            let differences: [String]
+            do {
+                let checkpoint = try Checkpoint(path: base)
+                differences = fingerprintDifferences(BaseFingerprint.compute(checkpoint), expected: index.fingerprint)
+                    .map { "\(base): \($0)" }
+            } catch {
+                differences = ["\(error)"]
+            }
+            report.checks.append(.init(
+                name: "base", passed: differences.isEmpty,
+                detail: differences.isEmpty
+                    ? "\(lastPathComponent(base)) is the patch's base: \(index.fingerprint.count) tensors by name, dtype, shape and xxh64 of their bytes"
+                    : "\(lastPathComponent(base)) is not the base the patch was made for (\(differences.count) difference\(differences.count == 1 ? "" : "s"))"))
+            report.problems += differences
+        }
+        return report
+    }
+
+    /// Decodes every block in parallel and returns one message per damaged block.
+    static func checkParts(_ source: any PatchSource, progress: ProgressHandler?) -> [String] {
+        let index = source.index
+        var items: [(tensor: Int, block: Int, elements: Int)] = []
+        for (t, tensor) in index.tensors.enumerated() {
+            for b in tensor.blocks.indices { items.append((t, b, tensor.elementCount(ofBlock: b))) }
+        }
+        let total = items.reduce(0) { $0 + $1.elements }
+        var problems: [String] = []
+        var done = 0
+        var start = 0
+        while start < items.count {
+            let slice = Array(items[start..<min(items.count, start + PatchAudit.window)])
+            let failures = (try? Parallel.map(slice.count) { j -> String? in
+                do {
+                    _ = try source.block(tensor: slice[j].tensor, block: slice[j].block)
+                    return nil
+                } catch {
+                    return PatchAudit.describe(error, tensor: index.tensors[slice[j].tensor].name, block: slice[j].block)
+                }
+            }) ?? []
+            problems += failures.compactMap { $0 }
+            done += slice.reduce(0) { $0 + $1.elements }
+            progress?(done, total)
+            start += slice.count
+        }
+        return problems
+    }
+
+    /// Disagreements between the patched tensors and the base fingerprint: each patched
+    /// tensor must be a floating tensor of the fingerprint with the same dtype and shape,
+    /// and each floating tensor of the fingerprint must be patched.
+    static func tensorsAgreeWithFingerprint(_ index: PatchIndex) -> [String] {
+        let byName = Dictionary(index.fingerprint.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var problems: [String] = []
+        for tensor in index.tensors {
+            guard let entry = byName[tensor.name] else {
+                problems.append("tensor '\(tensor.name)': patched but not in the base fingerprint")
+                continue
+            }
+            if entry.dtype != tensor.dtype || entry.shape != tensor.shape {
+                problems.append("tensor '\(tensor.name)': patched as \(tensor.dtype) \(describeShape(tensor.shape)), "
+                                + "the base fingerprint says \(entry.dtype) \(describeShape(entry.shape))")
+            }
+        }
+        let patched = Set(index.tensors.map(\.name))
+        for entry in index.fingerprint where entry.dtype.isFloating && !patched.contains(entry.name) {
+            problems.append("tensor '\(entry.name)': floating tensor of the base fingerprint has no entry in the patch")
+        }
+        return problems
+    }
+
+    /// Every difference between a checkpoint's fingerprint and the one a patch expects:
+    /// missing and extra tensors, dtypes and shapes, digests. Empty when they match (in any
+    /// order).
+    public static func fingerprintDifferences(_ actual: [FingerprintEntry], expected: [FingerprintEntry]) -> [String] {
+        fingerprintMismatches(actual, expected: expected).map { "tensor '\($0.tensor)': \($0.problem)" }
+    }
+
+    /// The differences of `fingerprintDifferences`, each with the tensor's name apart.
+    static func fingerprintMismatches(_ actual: [FingerprintEntry], expected: [FingerprintEntry]) -> [(tensor: String, problem: String)] {
+        let have = Dictionary(actual.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let want = Set(expected.map(\.name))
+        var differences: [(tensor: String, problem: String)] = []
+        for entry in expected {
+            guard let found = have[entry.name] else {
+                differences.append((entry.name, "missing from the base"))
+                continue
+            }
+            if found.dtype != entry.dtype || found.shape != entry.shape {
+                differences.append((entry.name, "base has \(found.dtype) \(describeShape(found.shape)), "
+                                    + "the patch expects \(entry.dtype) \(describeShape(entry.shape))"))
+            } else if found.digest != entry.digest {
+                differences.append((entry.name, "content differs (xxh64 \(XXH64.hex(found.digest)), "
+                                    + "the patch expects \(XXH64.hex(entry.digest)))"))
+            }
+        }
+        for entry in actual where !want.contains(entry.name) {
+            differences.append((entry.name, "in the base but not in the patch's base fingerprint"))
+        }
+        return differences
+    }
+}
