@@ -650,7 +650,7 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-max", type=float, default=3.0)
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--values", default=None,
+    ap.add_argument("--values", default="f16",
                     help="also merge with `--values V` (e.g. f16) and add lossy rows, "
                          "if the CLI accepts it")
     ap.add_argument("--no-task-arithmetic", action="store_true",
