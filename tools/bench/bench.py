@@ -52,6 +52,47 @@ def generate(key, n, params, dtype, consensus, sharded=0):
     return base, fts
 
 
+def generate_streaming(key, n, params, consensus, seed=0):
+    """A BF16 set too large to build in memory: each file is written tensor by tensor, in
+    chunks, from generators seeded by (seed, tensor, chunk[, model]), so the base and the
+    fine-tuned copies agree without holding any model in memory."""
+    import numpy as np
+    import gen_checkpoints
+    from safetensors_np import encode_header, f32_to_bf16
+    folder = os.path.join(WORK, key)
+    done = os.path.join(folder, ".done")
+    base = os.path.join(folder, "base.safetensors")
+    fts = [os.path.join(folder, f"ft_{k}.safetensors") for k in range(1, n + 1)]
+    if os.path.exists(done):
+        return base, fts
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    tensors = [(name, shape) for name, kind, shape in gen_checkpoints.layout(params) if kind == "float"]
+    entries = [(name, "BF16", shape, 2 * math.prod(shape)) for name, shape in tensors]
+    header = encode_header(entries, {"format": "pt"})
+    chunk = 1 << 23
+    for k, path in enumerate([base] + fts):
+        print(f"generating {key}: {os.path.basename(path)}", file=sys.stderr, flush=True)
+        with open(path, "wb") as f:
+            f.write(len(header).to_bytes(8, "little"))
+            f.write(header)
+            for t, (name, shape) in enumerate(tensors):
+                count = math.prod(shape)
+                for c, lo in enumerate(range(0, count, chunk)):
+                    size = min(chunk, count - lo)
+                    values = np.random.default_rng([seed, t, c]).standard_normal(size, dtype=np.float32) * np.float32(0.02)
+                    if k:
+                        shared = np.random.default_rng([seed, t, c, 1_000_000])
+                        agree = shared.random(size, dtype=np.float32) < consensus
+                        sign = np.where(shared.random(size, dtype=np.float32) < 0.5, -1, 1).astype(np.float32)
+                        noise = np.random.default_rng([seed, t, c, k]).standard_normal(size, dtype=np.float32)
+                        delta = np.where(agree, sign * np.abs(noise), noise) * np.float32(0.002)
+                        values = values + delta
+                    f.write(f32_to_bf16(values).tobytes())
+    open(done, "w").close()
+    return base, fts
+
+
 def files_of(paths):
     out = []
     for p in paths:
@@ -195,7 +236,7 @@ def main():
     base, all_fts = generate(key, nmax, args.params, "F32", args.consensus)
     sets = [(f"{args.params / 1e6:.0f}M float32, n = {args.n}", base, all_fts[:args.n], args.params * 4)]
     if args.large:
-        lbase, lfts = generate("BF16-1B-n8", 8, 1_000_000_000, "BF16", args.consensus)
+        lbase, lfts = generate_streaming("BF16-1B-n8", 8, 1_000_000_000, args.consensus)
         sets.append(("1B bfloat16, n = 8", lbase, lfts, 2_000_000_000))
 
     lines += ["| set | I/O floor (cat) | negmerge | ratio | ties | ratio | NumPy negmerge | apply | cp | ratio | peak anon (negmerge) | one model |",

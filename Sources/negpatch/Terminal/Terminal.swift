@@ -18,27 +18,10 @@ enum Terminal {
     static var stderrIsTerminal: Bool { isatty(2) == 1 }
 
     /// A byte count for people: `812 B`, `1.21 MB`, `3.40 GB` (decimal units).
-    static func bytes(_ count: Int) -> String {
-        let units = ["B", "kB", "MB", "GB", "TB"]
-        var value = Double(count)
-        var unit = 0
-        while value >= 1000 && unit < units.count - 1 {
-            value /= 1000
-            unit += 1
-        }
-        return unit == 0 ? "\(count) B" : String(format: "%.2f ", value) + units[unit]
-    }
+    static func bytes(_ count: Int) -> String { ReportNumbers.bytes(count) }
 
     /// An integer with thousands separators: `2,000,000`.
-    static func count(_ value: Int) -> String {
-        let digits = String(value.magnitude)
-        var out = ""
-        for (i, ch) in digits.enumerated() {
-            if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
-            out.append(ch)
-        }
-        return value < 0 ? "-" + out : out
-    }
+    static func count(_ value: Int) -> String { ReportNumbers.count(value) }
 
     /// `text` right-aligned in `width` columns.
     static func pad(_ text: String, _ width: Int) -> String {
@@ -51,9 +34,7 @@ enum Terminal {
     }
 
     /// A share as a percentage with two decimals.
-    static func percent(_ share: Double) -> String {
-        String(format: "%.2f%%", share * 100)
-    }
+    static func percent(_ share: Double) -> String { ReportNumbers.percent(share) }
 }
 
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal and redrawn at

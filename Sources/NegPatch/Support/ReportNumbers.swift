@@ -6,9 +6,9 @@ import Darwin
 
 /// Number formatting for reports written by the library (the library does not use
 /// Foundation): fixed decimals, significant digits, percentages, bytes and counts.
-enum ReportNumbers {
+public enum ReportNumbers {
     /// `x` with exactly `digits` decimals, rounded half away from zero.
-    static func fixed(_ x: Double, _ digits: Int) -> String {
+    public static func fixed(_ x: Double, _ digits: Int) -> String {
         guard x.isFinite else { return x.isNaN ? "NaN" : (x < 0 ? "-inf" : "inf") }
         var scale = 1.0
         for _ in 0..<digits { scale *= 10 }
@@ -23,7 +23,7 @@ enum ReportNumbers {
     }
 
     /// `x` with `digits` significant digits, like C's `%.Ng` (trailing zeros removed).
-    static func significant(_ x: Double, _ digits: Int = 4) -> String {
+    public static func significant(_ x: Double, _ digits: Int = 4) -> String {
         guard x.isFinite, x != 0 else { return x == 0 ? "0" : fixed(x, 0) }
         var exponent = Int(floor(log10(abs(x))))
         var mantissa = x / pow(10, Double(exponent))
@@ -46,12 +46,12 @@ enum ReportNumbers {
     }
 
     /// A share as a percentage: `6.91%`.
-    static func percent(_ share: Double, _ digits: Int = 2) -> String {
+    public static func percent(_ share: Double, _ digits: Int = 2) -> String {
         fixed(share * 100, digits) + "%"
     }
 
     /// A byte count in decimal units: `812 B`, `1.21 MB`.
-    static func bytes(_ count: Int) -> String {
+    public static func bytes(_ count: Int) -> String {
         let units = ["B", "kB", "MB", "GB", "TB"]
         var value = Double(count)
         var unit = 0
@@ -63,7 +63,7 @@ enum ReportNumbers {
     }
 
     /// An integer with thousands separators: `2,000,000`.
-    static func count(_ value: Int) -> String {
+    public static func count(_ value: Int) -> String {
         let digits = String(value.magnitude)
         var out = ""
         for (i, character) in digits.enumerated() {
