@@ -7,8 +7,11 @@
 static inline hid_t chdf5_p_default(void) { return H5P_DEFAULT; }
 static inline hid_t chdf5_s_all(void) { return H5S_ALL; }
 static inline hid_t chdf5_p_file_access(void) { return H5P_FILE_ACCESS; }
+static inline hid_t chdf5_p_file_create(void) { return H5P_FILE_CREATE; }
 static inline hid_t chdf5_p_dataset_create(void) { return H5P_DATASET_CREATE; }
 static inline hid_t chdf5_p_link_create(void) { return H5P_LINK_CREATE; }
+static inline hid_t chdf5_p_dataset_access(void) { return H5P_DATASET_ACCESS; }
+static inline hid_t chdf5_p_group_create(void) { return H5P_GROUP_CREATE; }
 static inline hid_t chdf5_t_native_uint8(void) { return H5T_NATIVE_UINT8; }
 static inline hid_t chdf5_t_native_uint16(void) { return H5T_NATIVE_UINT16; }
 static inline hid_t chdf5_t_native_int64(void) { return H5T_NATIVE_INT64; }
@@ -22,6 +25,7 @@ static inline hid_t chdf5_t_std_u64le(void) { return H5T_STD_U64LE; }
 static inline hid_t chdf5_t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 static inline hid_t chdf5_t_ieee_f64le(void) { return H5T_IEEE_F64LE; }
 static inline hid_t chdf5_t_c_s1(void) { return H5T_C_S1; }
+static inline size_t chdf5_t_variable(void) { return H5T_VARIABLE; }
 static inline unsigned chdf5_f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline unsigned chdf5_f_acc_excl(void) { return H5F_ACC_EXCL; }
 static inline unsigned chdf5_f_acc_rdonly(void) { return H5F_ACC_RDONLY; }

@@ -12,7 +12,7 @@ struct NegPatchCommand: ParsableCommand {
             (one line on stderr says what, in which file and tensor), 2 on a usage error.
             """,
         version: NegPatchVersion.version,
-        subcommands: [Merge.self, Apply.self, Export.self, Audit.self, Verify.self, Diff.self]
+        subcommands: [Merge.self, Apply.self, Export.self, Convert.self, Audit.self, Verify.self, Diff.self]
     )
 
     /// Runs the command, mapping failures to one error line and the documented exit codes.

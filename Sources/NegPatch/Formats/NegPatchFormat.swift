@@ -48,14 +48,51 @@ public final class NegPatchWriter: PatchWriter {
     }
 
     public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
-        let maskBytes = Bitmask.byteCount(count)
-        var mask = [UInt8](repeating: 0, count: maskBytes)
+        var mask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
         var packed = [Float](repeating: 0, count: count + 8)
         let nonzeros = mask.withUnsafeMutableBufferPointer { m in
             packed.withUnsafeMutableBufferPointer { v in
                 Bitmask.pack(dense, count: count, mask: m.baseAddress!, values: v.baseAddress!)
             }
         }
+        return try packed.withUnsafeBufferPointer { v in
+            try Self.encode(dense: dense, count: count, mask: mask, packed: v.baseAddress!, nonzeros: nonzeros,
+                            level: level, valueType: valueType)
+        }
+    }
+
+    /// The block as a `.negpatch` v1 writer at zstd `level` with `valueType` stores it, given
+    /// its dense values and their packed form (`mask` and the `nonzeros` packed values):
+    /// sparse, unless the block is more than a quarter nonzero and its dense values compress
+    /// smaller than mask and packed values together. The HDF5 writer asks the same question,
+    /// so both formats of one merge hold the same blocks.
+    static func encode(dense: UnsafePointer<Float>, count: Int, mask: [UInt8], packed: UnsafePointer<Float>,
+                       nonzeros: Int, level: Int32, valueType: ValueType = .f32) throws -> PreparedBlock {
+        let (sparseMask, maskCodec) = try maskPart(mask, count: count, nonzeros: nonzeros, level: level)
+        let sparseValues = try valueFrame(packed, count: nonzeros, as: valueType, level: level)
+        var block = PreparedBlock(encoding: .sparse, count: count, nonzeros: nonzeros, mask: sparseMask, values: sparseValues.frame)
+        block.maskCodec = maskCodec
+        block.valueType = sparseValues.type
+        block.scale = sparseValues.encoded.scale
+        block.maxAbsError = sparseValues.encoded.maxAbsError
+        // Dense storage can only win when most elements are nonzero.
+        if nonzeros * 4 > count {
+            let dense = try valueFrame(dense, count: count, as: valueType, level: level)
+            if dense.frame.count < sparseMask.count + sparseValues.frame.count {
+                block = PreparedBlock(encoding: .dense, count: count, nonzeros: nonzeros, mask: [], values: dense.frame)
+                block.valueType = dense.type
+                block.scale = dense.encoded.scale
+                block.maxAbsError = dense.encoded.maxAbsError
+            }
+        }
+        block.maskChecksum = block.encoding == .sparse ? XXH64.hash(block.mask) : 0
+        block.valuesChecksum = XXH64.hash(block.values)
+        return block
+    }
+
+    /// The stored mask of a sparse block: the bitmask in a zstd frame or, for a block at
+    /// most a quarter nonzero, the Rice codes of its gaps when they are smaller.
+    private static func maskPart(_ mask: [UInt8], count: Int, nonzeros: Int, level: Int32) throws -> ([UInt8], MaskCodec) {
         var sparseMask = try mask.withUnsafeBytes { try Zstd.compress($0, level: level) }
         var maskCodec = MaskCodec.zstd
         // Sparse masks close to independent bits: Rice codes of the gaps come within about
@@ -71,31 +108,32 @@ public final class NegPatchWriter: PatchWriter {
             }
             if let rice { sparseMask = rice }
         }
-        let sparseValues = try packed.withUnsafeBufferPointer { try valueFrame($0.baseAddress!, count: nonzeros) }
-        var block = PreparedBlock(encoding: .sparse, count: count, nonzeros: nonzeros, mask: sparseMask, values: sparseValues.frame)
-        block.maskCodec = maskCodec
-        block.valueType = sparseValues.type
-        block.scale = sparseValues.encoded.scale
-        block.maxAbsError = sparseValues.encoded.maxAbsError
-        // Dense storage can only win when most elements are nonzero.
-        if nonzeros * 4 > count {
-            let dense = try valueFrame(dense, count: count)
-            if dense.frame.count < sparseMask.count + sparseValues.frame.count {
-                block = PreparedBlock(encoding: .dense, count: count, nonzeros: nonzeros, mask: [], values: dense.frame)
-                block.valueType = dense.type
-                block.scale = dense.encoded.scale
-                block.maxAbsError = dense.encoded.maxAbsError
-            }
+        return (sparseMask, maskCodec)
+    }
+
+    public func prepare(_ block: SparseBlock, encoding: BlockEncoding) throws -> PreparedBlock {
+        let stored = StoredBlock(block, encoding: encoding)
+        var prepared = PreparedBlock(encoding: encoding, count: block.count, nonzeros: stored.nonzeros, mask: [], values: [])
+        if encoding == .sparse {
+            (prepared.mask, prepared.maskCodec) = try Self.maskPart(stored.mask, count: block.count, nonzeros: stored.nonzeros, level: level)
+            prepared.maskChecksum = XXH64.hash(prepared.mask)
         }
-        block.maskChecksum = block.encoding == .sparse ? XXH64.hash(block.mask) : 0
-        block.valuesChecksum = XXH64.hash(block.values)
-        return block
+        let values = try stored.values.withUnsafeBufferPointer {
+            try Self.valueFrame($0.baseAddress ?? UnsafePointer(bitPattern: 4)!, count: $0.count, as: valueType, level: level)
+        }
+        prepared.values = values.frame
+        prepared.valueType = values.type
+        prepared.scale = values.encoded.scale
+        prepared.maxAbsError = values.encoded.maxAbsError
+        prepared.valuesChecksum = XXH64.hash(prepared.values)
+        return prepared
     }
 
     /// The values compressed as the requested type, or as f32 where that type cannot hold
     /// them (binary16 overflow).
-    private func valueFrame(_ values: UnsafePointer<Float>, count: Int) throws -> (frame: [UInt8], type: ValueType, encoded: ValueCodec.Encoded) {
-        var type = valueType
+    private static func valueFrame(_ values: UnsafePointer<Float>, count: Int, as requested: ValueType,
+                                   level: Int32) throws -> (frame: [UInt8], type: ValueType, encoded: ValueCodec.Encoded) {
+        var type = requested
         var encoded = ValueCodec.encode(values, count: count, as: type)
         if encoded == nil {
             type = .f32

@@ -52,6 +52,10 @@ public protocol PatchWriter: AnyObject {
     /// Encodes `count` dense task-vector values into a stored block. Called concurrently
     /// from several threads; must not touch shared state.
     func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock
+    /// Encodes a decoded block with the given encoding, exactly as the writer would have
+    /// stored it (used by conversion, which keeps every block's encoding). Called
+    /// concurrently from several threads; must not touch shared state.
+    func prepare(_ block: SparseBlock, encoding: BlockEncoding) throws -> PreparedBlock
     /// Starts a tensor.
     func beginTensor(_ header: PatchTensorHeader) throws
     /// Stores the next block of the current tensor.
@@ -103,6 +107,8 @@ public struct PatchWriterOptions: Sendable {
     public var valueType: ValueType = .f32
     /// HDF5 compression: `gzip` or `none`.
     public var hdf5Compression: String = "gzip"
+    /// Deflate level (1-9) of HDF5 datasets with `gzip` compression.
+    public var gzipLevel: Int = HDF5PatchFormat.defaultGzipLevel
 
     /// Default options.
     public init() {}
@@ -111,7 +117,7 @@ public struct PatchWriterOptions: Sendable {
 /// The known patch formats, looked up by name, file extension or content.
 public enum PatchFormats {
     /// Every registered format. A new format is one new type and one line here.
-    public static let all: [any PatchFormat.Type] = [NegPatchFormat.self]
+    public static let all: [any PatchFormat.Type] = [NegPatchFormat.self, HDF5PatchFormat.self]
 
     /// The format called `name`.
     public static func named(_ name: String) -> (any PatchFormat.Type)? {

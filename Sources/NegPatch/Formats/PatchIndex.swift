@@ -247,9 +247,11 @@ extension PatchTensor {
 /// tensor and block.
 struct PatchIndexDecoder {
     let file: String
+    /// What the messages call the decoded text.
+    var subject = "invalid patch index"
 
     private func bad(_ message: String, tensor: String? = nil) -> NegPatchError {
-        NegPatchError(.malformed, file: file, tensor: tensor, "invalid patch index: \(message)")
+        NegPatchError(.malformed, file: file, tensor: tensor, "\(subject): \(message)")
     }
 
     func decode(_ json: JSONValue) throws -> PatchIndex {

@@ -48,11 +48,14 @@ struct Merge: ParsableCommand {
     @Option(help: "Patch format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from the output's extension).")
     var format: String?
 
-    @Option(help: "How values are stored: f32 (lossless), or lossy f16, bf16, int8 (int8 with a scale per block).")
+    @Option(help: "How values are stored: f32 (lossless), or lossy f16, bf16, int8 (int8 with a scale per block; .negpatch only).")
     var values = "f32"
 
-    @Option(help: "zstd level of .negpatch parts (1-19).")
-    var level: Int32 = Zstd.defaultLevel
+    @Option(help: "HDF5 compression: \(HDF5PatchFormat.compressions.joined(separator: " or ")).")
+    var compression = "gzip"
+
+    @Option(help: "Compression level: zstd 1-22 for .negpatch (default \(Zstd.defaultLevel)), gzip 1-9 for HDF5 (default \(HDF5PatchFormat.defaultGzipLevel)).")
+    var level: Int?
 
     @Option(name: .customLong("block-size"), help: "Elements per stored block (a multiple of 64).")
     var blockSize = 1 << 20
@@ -66,15 +69,15 @@ struct Merge: ParsableCommand {
     func validate() throws {
         guard !models.isEmpty else { throw ValidationError("give at least one fine-tuned checkpoint") }
         guard lambda.isFinite else { throw ValidationError("--lambda must be a finite number") }
-        guard (1...22).contains(level) else { throw ValidationError("--level must be between 1 and 22") }
         guard blockSize > 0, blockSize % 64 == 0, blockSize <= 1 << 30 else {
             throw ValidationError("--block-size must be a positive multiple of 64 up to 2^30")
         }
-        if let format, PatchFormats.named(format) == nil {
-            throw ValidationError("unknown --format '\(format)' (known: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")))")
-        }
-        guard ValueType(rawValue: values) != nil else {
+        try PatchOutputOptions.validate(format: format, compression: compression, level: level, output: output)
+        guard let valueType = ValueType(rawValue: values) else {
             throw ValidationError("unknown --values '\(values)' (known: \(ValueType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        if valueType != .f32, PatchOutputOptions.format(format, output: output) == HDF5PatchFormat.self {
+            throw ValidationError("--values \(values) needs the .negpatch format: HDF5 patches store float32 values")
         }
         guard MergeMethods.names.contains(method) else {
             throw ValidationError("unknown --method '\(method)' (known: \(MergeMethods.names.joined(separator: ", ")))")
@@ -98,9 +101,8 @@ struct Merge: ParsableCommand {
         var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
         request.lambda = lambda
         request.blockElements = blockSize
-        let patchFormat = format.flatMap(PatchFormats.named) ?? PatchFormats.forOutput(output)
-        var options = PatchWriterOptions()
-        options.zstdLevel = level
+        let patchFormat = PatchOutputOptions.format(format, output: output)
+        var options = PatchOutputOptions.writerOptions(format: patchFormat, compression: compression, level: level)
         options.valueType = ValueType(rawValue: values)!
         let writer = try patchFormat.writer(path: output, options: options)
         let bar = ProgressBar("merge", quiet: quiet)
