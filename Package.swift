@@ -40,7 +40,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NegPatchTests",
-            dependencies: ["NegPatch"]
+            dependencies: ["NegPatch", "CHDF5"]
         ),
     ]
 )
