@@ -13,7 +13,9 @@ import Darwin
 public final class AtomicOutput {
     /// The path that `commit()` will replace.
     public let destination: String
-    /// The temporary file being written.
+    /// The temporary file being written. A library that writes files by path (HDF5) may
+    /// create and fill the file at this path itself; once it has closed the file, `commit()`
+    /// flushes it through this object's descriptor (the same file) and renames it.
     public let temporaryPath: String
     private var fd: Int32
     private var committed = false
