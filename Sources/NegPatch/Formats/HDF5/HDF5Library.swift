@@ -22,12 +22,16 @@ struct HDF5Failure: Error, CustomStringConvertible {
 enum HDF5Library {
     nonisolated(unsafe) private static let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
         let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        // Recursive, so releasing a reader or writer inside a locked section cannot deadlock.
+        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(mutex, &attributes)
+        pthread_mutexattr_destroy(&attributes)
         return mutex
     }()
 
-    /// Runs `body` holding the process-wide HDF5 lock. Not reentrant: `body` must not call
-    /// `locked` again.
+    /// Runs `body` holding the process-wide HDF5 lock (reentrant on the same thread).
     static func locked<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

@@ -295,7 +295,7 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
             throw malformed("blocks hold \(total) nonzeros, but attribute 'nonzeros' is \(nonzeros)", "/block_nonzeros")
         }
         guard values.count == starts[blockCount] else {
-            throw malformed("holds \(values.count) values, but the mask's blocks store \(starts[blockCount]) (the set bits of 'mask')", "/values")
+            throw malformed("holds \(values.count) values, but block_encoding and block_nonzeros call for \(starts[blockCount]) (one per set bit of 'mask')", "/values")
         }
         let tensor = PatchTensor(name: name, dtype: dtype, shape: shape, elements: elements, nonzeros: nonzeros,
                                  blockElements: blockElements, blocks: blocks, agreement: agreement)
