@@ -166,6 +166,29 @@ private func readDataset(_ file: hid_t, _ name: String, memoryType: hid_t, eleme
         #expect(readBytes(folder.file("y.negpatch")) == readBytes(folder.file("z.negpatch")))
     }
 
+    @Test(arguments: [ValueType.f16, .bf16, .int8])
+    func lossyPatchesConvertToTheTaskVectorTheyDecodeTo(_ valueType: ValueType) throws {
+        let folder = TemporaryFolder()
+        // Tiny values that int8 and f16 round to zero, and huge ones f16 cannot hold.
+        var values = randomVector(700, density: 0.4, seed: 21)
+        values[3] = 1e-9
+        values[200] = 70000
+        let tensors: [HDF5TestTensor] = [("w", .F32, [700], values), ("d", .F16, [300], randomVector(300, density: 0.95, seed: 22))]
+        let lossy = folder.file("l.negpatch")
+        try write(NegPatchWriter(path: lossy, level: 3, valueType: valueType), tensors)
+        let expected = try decodeAll(lossy)
+        try PatchConversion.convert(PatchFormats.open(lossy), to: hdf5Writer(folder.file("l.h5")))
+        let converted = try PatchFormats.open(folder.file("l.h5"))
+        #expect(converted.index.metadata.lossy)
+        #expect(try decodeAll(folder.file("l.h5")).map { $0.map(\.bitPattern) } == expected.map { $0.map(\.bitPattern) })
+        try PatchConversion.convert(converted, to: NegPatchWriter(path: folder.file("back.negpatch"), level: 3))
+        #expect(try decodeAll(folder.file("back.negpatch")).map { $0.map(\.bitPattern) } == expected.map { $0.map(\.bitPattern) })
+        var options = PatchWriterOptions()
+        options.valueType = valueType
+        let error = #expect(throws: NegPatchError.self) { try HDF5PatchFormat.writer(path: folder.file("x.h5"), options: options) }
+        #expect(error?.code == .invalidArgument)
+    }
+
     @Test func sameInputGivesTheSameBytes() throws {
         let folder = TemporaryFolder()
         for compression in ["gzip", "none"] {

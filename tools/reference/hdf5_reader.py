@@ -12,8 +12,8 @@ format raises ``PatchError`` (a ``ValueError``) naming the file and the object.
 
 * HDF5 (``formats/negpatch-hdf5.md``): numpy and h5py only; every check of section 6.
   Stock h5py, no ``hdf5plugin``: the format only uses deflate and shuffle.
-* ``.negpatch`` (``formats/negpatch-v1.md``): numpy, zstandard and xxhash; the footer, the
-  index checksum, part tiling and checksums, sizes, popcounts and padding bits.
+* ``.negpatch`` (``formats/negpatch-v1.md``): delegated to ``patch_reader`` (numpy,
+  zstandard and xxhash), which makes every check of that format.
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NEGPATCH_MAGIC = b"NEGPATCH"
@@ -46,6 +49,9 @@ class Patch:
     tensors: "OrderedDict[str, np.ndarray]"
     blocks: "OrderedDict[str, dict]" = field(default_factory=OrderedDict, repr=False)
     agreement: "OrderedDict[str, list]" = field(default_factory=OrderedDict, repr=False)
+    #: per tensor, its entry as a ``.negpatch`` index writes it (name, dtype, shape, elements,
+    #: nonzeros, value_type, block_elements, blocks [{encoding, nonzeros}], agreement)
+    entries: list = field(default_factory=list, repr=False)
 
 
 def read_patch(path) -> Patch:
@@ -193,7 +199,7 @@ def read_hdf5(path) -> Patch:
         count = attr("/tensors", tg, "count", "int")
         if count < 0 or len(tg) != count:
             fail(f"attribute 'count' is {count} but the group holds {len(tg)} members", "/tensors")
-        tensors, blocks, agreements = OrderedDict(), OrderedDict(), OrderedDict()
+        tensors, blocks, agreements, entries = OrderedDict(), OrderedDict(), OrderedDict(), []
         for i in range(count):
             gname = f"{i:06d}"
             obj = f"/tensors/{gname}"
@@ -270,108 +276,34 @@ def read_hdf5(path) -> Patch:
             blocks[name] = {"block_elements": be,
                             "blocks": [("dense" if e else "sparse", int(m)) for e, m in zip(enc, mb)]}
             agreements[name] = agreement
-        return Patch(str(path), "hdf5", md, fp, tensors, blocks, agreements)
+            entry = {"name": name, "dtype": dtype, "shape": shape, "elements": E, "nonzeros": nz,
+                     "value_type": vt, "block_elements": be,
+                     "blocks": [{"encoding": enc_, "nonzeros": m_} for enc_, m_ in blocks[name]["blocks"]]}
+            if agreement is not None:
+                entry["agreement"] = agreement
+            entries.append(entry)
+        return Patch(str(path), "hdf5", md, fp, tensors, blocks, agreements, entries)
 
 
 # ------------------------------------------------------------------------------ .negpatch
 
 
 def read_negpatch(path) -> Patch:
-    import xxhash
-    import zstandard
+    """A ``.negpatch`` through ``patch_reader`` (the format's own reference reader, which
+    needs zstandard and xxhash), in this module's ``Patch`` shape."""
+    import patch_reader
 
-    data = open(path, "rb").read()
-
-    def fail(msg, tensor=None, block=None):
-        where = "" if tensor is None else f"tensor {tensor!r}: " + ("" if block is None else f"block {block}: ")
-        raise PatchError(f"{path}: {where}{msg}")
-
-    if len(data) < 48 or data[:8] != NEGPATCH_MAGIC or data[-8:] != NEGPATCH_MAGIC:
-        fail("bad magic or too short")
-    if int.from_bytes(data[8:12], "little") != 1 or data[12:16] != bytes(4):
-        fail("unsupported version or flags")
-    foot = len(data) - 32
-    off, ln, csum = (int.from_bytes(data[foot + i:foot + i + 8], "little") for i in (0, 8, 16))
-    if off < 16 or off + ln != foot:
-        fail("footer offsets disagree with the file size")
-    raw_index = data[off:off + ln]
-    if xxhash.xxh64_intdigest(raw_index) != csum:
-        fail("index checksum mismatch")
-    index = json.loads(raw_index)
-    if index.get("format") != "negpatch" or index.get("version") != 1:
-        fail("index format/version")
-    md, fp = dict(index["metadata"]), index["base_fingerprint"]
-    lam = md.get("lambda")
-    if isinstance(lam, (int, float)) and not isinstance(lam, bool):
-        md["lambda"] = float(lam)  # JSON writes an integral lambda without a fraction
-    _check_metadata(fail, md)
-    _check_fingerprint(fail, fp)
-    dctx = zstandard.ZstdDecompressor()
-    cursor = 16
-    tensors, blocks, agreements = OrderedDict(), OrderedDict(), OrderedDict()
-
-    def part(p, name, b, kind, size):
-        nonlocal cursor
-        if p["offset"] != cursor or p["size"] != size:
-            fail(f"{kind} part does not follow the previous one or has the wrong size", name, b)
-        raw = data[p["offset"]:p["offset"] + p["length"]]
-        cursor += p["length"]
-        if xxhash.xxh64_hexdigest(raw) != p["xxh64"]:
-            fail(f"{kind} checksum mismatch", name, b)
-        out = dctx.decompress(raw, max_output_size=max(size, 1))
-        if len(out) != size:
-            fail(f"{kind} decompresses to {len(out)} bytes, expected {size}", name, b)
-        return out
-
-    for t in index["tensors"]:
-        name, E, be = t["name"], t["elements"], t["block_elements"]
-        if name in tensors:
-            fail("tensor listed twice", name)
-        _check_tensor_header(lambda m: fail(m, name), name, t["dtype"], t["shape"], E,
-                             t["nonzeros"], be, t["value_type"], t.get("agreement"), md["n"])
-        tau = np.zeros(E, dtype=np.float32)
-        info = []
-        if len(t["blocks"]) != (0 if E == 0 else (E - 1) // be + 1):
-            fail("wrong number of blocks", name)
-        total = 0
-        for b, blk in enumerate(t["blocks"]):
-            start = b * be
-            c = min(be, E - start)
-            m = blk["nonzeros"]
-            if not 0 <= m <= c:
-                fail("nonzeros outside 0..c", name, b)
-            total += m
-            if blk["encoding"] == "sparse":
-                mask = np.frombuffer(part(blk["mask"], name, b, "mask", (c + 7) // 8), np.uint8)
-                k = m
-            elif blk["encoding"] == "dense" and "mask" not in blk:
-                mask, k = None, c
-            else:
-                fail("unknown encoding", name, b)
-            raw = part(blk["values"], name, b, "values", 4 * k)
-            vals = np.frombuffer(raw, np.uint8).reshape(4, k).T.copy().view("<f4").reshape(-1)
-            if mask is None:
-                if int(np.count_nonzero(vals)) != m:
-                    fail("dense values disagree with nonzeros", name, b)
-                tau[start:start + c] = vals
-            else:
-                bits = np.unpackbits(mask, bitorder="little")
-                if np.any(bits[c:]):
-                    fail("mask padding bits are set", name, b)
-                bits = bits[:c].astype(bool)
-                if int(bits.sum()) != m or np.any(vals == 0):
-                    fail("mask popcount disagrees with nonzeros", name, b)
-                seg = tau[start:start + c]
-                seg[bits] = vals
-            info.append((blk["encoding"], m))
-        if total != t["nonzeros"]:
-            fail("block nonzeros do not sum to the tensor's", name)
-        tensors[name] = tau.reshape(tuple(t["shape"]))
-        blocks[name] = {"block_elements": be, "blocks": info}
-        agreements[name] = t.get("agreement")
-    if cursor != off:
-        fail("parts do not tile the file up to the index")
-    return Patch(str(path), "negpatch", md, fp, tensors, blocks, agreements)
+    try:
+        p = patch_reader.read_negpatch(path)
+    except patch_reader.PatchError as e:
+        raise PatchError(str(e)) from None
+    blocks, agreements = OrderedDict(), OrderedDict()
+    for e in p.entries:
+        blocks[e["name"]] = {"block_elements": e["block_elements"],
+                             "blocks": [(b["encoding"], b["nonzeros"]) for b in e["blocks"]]}
+        agreements[e["name"]] = e.get("agreement")
+    return Patch(str(path), "negpatch", p.metadata, p.base_fingerprint, p.tensors, blocks,
+                 agreements, p.entries)
 
 
 def main(argv=None):

@@ -11,8 +11,8 @@ and returns a ``Patch``: ``metadata``, ``base_fingerprint`` and
 ``fingerprint(checkpoint)`` computes the ``base_fingerprint`` a patch for that checkpoint
 must carry (XXH64, seed 0, of each tensor's raw bytes, in base order).
 
-HDF5 patches: ``read_patch`` dispatches on the leading bytes; the HDF5 layout is not
-specified yet, so ``read_hdf5_patch`` is the place to add it (it raises for now).
+HDF5 patches: ``read_patch`` dispatches on the leading bytes; ``read_hdf5_patch`` reads
+formats/negpatch-hdf5.md through ``hdf5_reader``.
 """
 
 from __future__ import annotations
@@ -124,10 +124,15 @@ def read_patch(path) -> Patch:
 
 
 def read_hdf5_patch(path) -> Patch:
-    """Placeholder: the HDF5 patch layout is not specified yet (formats/ has no document
-    for it).  Implement from that document when it exists, returning the same ``Patch``."""
-    raise PatchError(f"{path}: HDF5 patches are not supported by this reader yet "
-                     f"(no HDF5 layout in formats/)")
+    """An HDF5 patch (formats/negpatch-hdf5.md), read by ``hdf5_reader`` (numpy and stock
+    h5py), in this module's ``Patch`` shape (``entries`` as a ``.negpatch`` index has them)."""
+    import hdf5_reader
+
+    try:
+        h = hdf5_reader.read_hdf5(path)
+    except hdf5_reader.PatchError as e:
+        raise PatchError(str(e)) from None
+    return Patch(h.path, h.metadata, h.base_fingerprint, h.tensors, entries=h.entries)
 
 
 def read_negpatch(path) -> Patch:

@@ -6,6 +6,10 @@
 /// `tool`, the original writer) and the base fingerprint. So a conversion there and back
 /// gives the same bytes as the original when the same compression settings are used, and
 /// every conversion decodes to the bit-identical task vector.
+///
+/// Values are written as the output writer stores them (float32 unless it was made with a
+/// lossy value type): a lossy `.negpatch` converts to the task vector it decodes to, with
+/// `metadata.lossy` kept, so the task vector survives exactly but not the narrow encoding.
 public enum PatchConversion {
     /// Reads every block of `source` and writes it through `writer`, which it finishes;
     /// returns the output's size in bytes. Blocks are decoded and prepared on `threads`
@@ -57,7 +61,8 @@ public enum PatchConversion {
                 let entry = tensor.blocks[item.block]
                 let decoded = try source.block(tensor: item.tensor, block: item.block)
                 let block = try writer.prepare(decoded, encoding: entry.encoding)
-                guard block.nonzeros == entry.nonzeros else {
+                // A lossy value type may round a value to zero; float32 blocks keep their count.
+                guard block.nonzeros == entry.nonzeros || entry.valueType != .f32 else {
                     throw NegPatchError(.corrupt, file: source.path, tensor: tensor.name,
                                         "block \(item.block) decodes to \(block.nonzeros) nonzeros, the patch says \(entry.nonzeros)")
                 }

@@ -14,11 +14,12 @@ struct StoredBlock {
     let nonzeros: Int
 
     /// Re-expresses `block` in `encoding`. A block that already comes in that shape (a sparse
-    /// block with indices, a dense one without) is taken as it is, bit for bit.
+    /// block with indices and nonzero values, a dense one without indices) is taken as it
+    /// is, bit for bit; otherwise it is expanded and packed again.
     init(_ block: SparseBlock, encoding: BlockEncoding) {
         let count = block.count
         switch (encoding, block.indices) {
-        case let (.sparse, indices?):
+        case let (.sparse, indices?) where !block.values.contains(0):
             mask = Bitmask.mask(count: count, indices: indices)
             values = block.values
             nonzeros = block.values.count
@@ -32,12 +33,16 @@ struct StoredBlock {
             mask = Bitmask.allSet(count: count)
             values = dense
             nonzeros = block.values.count
-        case (.sparse, nil):
+        case (.sparse, _):
+            // A dense block, or a sparse one whose values decoded to zeros (a lossy value type
+            // can round a small value to zero): pack the dense values afresh.
             var packedMask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
             var packed = [Float](repeating: 0, count: count + 8)
             let kept = packedMask.withUnsafeMutableBufferPointer { m in
                 packed.withUnsafeMutableBufferPointer { v in
-                    block.values.withUnsafeBufferPointer { dense in
+                    var dense = [Float](repeating: 0, count: count)
+                    dense.withUnsafeMutableBufferPointer { if count > 0 { block.expand(into: $0.baseAddress!) } }
+                    return dense.withUnsafeBufferPointer { dense in
                         count == 0 ? 0 : Bitmask.pack(dense.baseAddress!, count: count, mask: m.baseAddress!, values: v.baseAddress!)
                     }
                 }

@@ -30,7 +30,11 @@ public enum HDF5PatchFormat: PatchFormat {
     }
 
     public static func writer(path: String, options: PatchWriterOptions) throws -> any PatchWriter {
-        try HDF5PatchWriter(path: path, compression: options.hdf5Compression, gzipLevel: options.gzipLevel)
+        guard options.valueType == .f32 else {
+            throw NegPatchError(.invalidArgument, file: path,
+                                "HDF5 patches store float32 values; \(options.valueType.rawValue) values need the .negpatch format")
+        }
+        return try HDF5PatchWriter(path: path, compression: options.hdf5Compression, gzipLevel: options.gzipLevel)
     }
 
     /// The name of tensor `i`'s group inside `/tensors`: `i` in decimal, at least 6 digits.
