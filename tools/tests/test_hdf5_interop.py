@@ -302,6 +302,22 @@ def test_convert_prints_both_sizes_and_refuses_its_input(dataset, tmp_path):
     assert not os.path.exists(tmp_path / "y.h5")
 
 
+@pytest.mark.parametrize("values", ["f16", "bf16", "int8"])
+def test_lossy_negpatch_converts_to_the_task_vector_it_decodes_to(dataset, tmp_path, values):
+    s = dataset("F16")
+    lossy = tmp_path / f"{values}.negpatch"
+    run("merge", "--base", s.base, *s.fts, "--values", values, "-o", lossy, "-q")
+    run("convert", lossy, tmp_path / "l.h5", "-q")
+    expected, got = hr.read_patch(lossy), hr.read_patch(tmp_path / "l.h5")
+    assert got.metadata["lossy"] is True and expected.metadata["lossy"] is True
+    assert_same_tensors(got.tensors, expected.tensors, f"{values} patch converted to HDF5")
+    run("export", lossy, "-o", tmp_path / "a.safetensors", "-q")
+    run("export", tmp_path / "l.h5", "-o", tmp_path / "b.safetensors", "-q")
+    assert data(tmp_path / "a.safetensors") == data(tmp_path / "b.safetensors")
+    _, _, err = run("merge", "--base", s.base, *s.fts, "--values", values, "-o", tmp_path / "x.h5", expect=2)
+    assert "HDF5" in err and not os.path.exists(tmp_path / "x.h5")
+
+
 @pytest.mark.parametrize("key", ["F32", "BF16"])
 def test_apply_takes_an_hdf5_patch_like_a_negpatch(dataset, tmp_path, key):
     s = dataset(key)
