@@ -131,12 +131,14 @@ private func readDataset(_ file: hid_t, _ name: String, memoryType: hid_t, eleme
     @Test func bothWritersChooseTheSameBlocksAndConversionIsLossless() throws {
         let folder = TemporaryFolder()
         let tensors = sampleTensors(density: 0.3) + sampleTensors(density: 0.95).map { ("dense " + $0.name, $0.dtype, $0.shape, $0.values) }
+            + sampleTensors(density: 0.07).map { ("rice " + $0.name, $0.dtype, $0.shape, $0.values) }
         let negpatch = folder.file("a.negpatch"), hdf5 = folder.file("a.h5")
         try write(NegPatchWriter(path: negpatch, level: Zstd.defaultLevel), tensors)
         try write(hdf5Writer(hdf5), tensors)
         let fromNegPatch = try PatchFormats.open(negpatch), fromHDF5 = try PatchFormats.open(hdf5)
         #expect(fromNegPatch.index.tensors.map { $0.blocks.map(\.encoding) } == fromHDF5.index.tensors.map { $0.blocks.map(\.encoding) })
         #expect(fromNegPatch.index.tensors.flatMap(\.blocks).contains { $0.encoding == .dense })
+        #expect(fromNegPatch.index.tensors.flatMap(\.blocks).contains { $0.maskCodec != .zstd })
 
         // .negpatch -> HDF5 gives the file the HDF5 writer wrote; and back gives the original.
         let converted = folder.file("b.h5"), back = folder.file("b.negpatch"), again = folder.file("c.h5")

@@ -46,14 +46,15 @@ import safetensors_np as st  # noqa: E402
 PARAMS = int(os.environ.get("NEGPATCH_HDF5_TEST_PARAMS", "400000"))
 TIMEOUT = 300
 
-#: key -> (dtype, n, params, seed, method)
+#: key -> (dtype, n, params, seed, method, consensus)
 SETS = {
-    "F32": ("F32", 4, PARAMS, 11, "negmerge"),
-    "F16": ("F16", 3, 60_000, 12, "negmerge"),
-    "BF16": ("BF16", 3, 60_000, 13, "negmerge"),
-    "F64": ("F64", 3, 60_000, 14, "negmerge"),
-    "uniform": ("F32", 3, 60_000, 15, "uniform"),
-    "magmax": ("F16", 3, 60_000, 16, "magmax"),
+    "F32": ("F32", 4, PARAMS, 11, "negmerge", 0.3),
+    "F32-sparse": ("F32", 5, PARAMS, 17, "negmerge", 0.01),  # ~7% density: Rice-coded masks
+    "F16": ("F16", 3, 60_000, 12, "negmerge", 0.3),
+    "BF16": ("BF16", 3, 60_000, 13, "negmerge", 0.3),
+    "F64": ("F64", 3, 60_000, 14, "negmerge", 0.3),
+    "uniform": ("F32", 3, 60_000, 15, "uniform", 0.3),
+    "magmax": ("F16", 3, 60_000, 16, "magmax", 0.3),
 }
 
 
@@ -118,10 +119,11 @@ class Set:
     """A generated checkpoint set merged once into .negpatch, .h5 (gzip) and .h5 (none)."""
 
     def __init__(self, key, root):
-        dtype, n, params, seed, method = SETS[key]
+        dtype, n, params, seed, method, consensus = SETS[key]
         self.key, self.method = key, method
         self.dir = os.path.join(root, key)
-        info = gen_checkpoints.generate(self.dir, n=n, params=params, dtype=dtype, seed=seed)
+        info = gen_checkpoints.generate(self.dir, n=n, params=params, dtype=dtype, seed=seed,
+                                        consensus=consensus)
         self.base, self.fts = info["base"], info["fts"]
         self.negpatch = os.path.join(self.dir, "p.negpatch")
         self.h5 = os.path.join(self.dir, "p.h5")
@@ -256,8 +258,9 @@ def test_both_formats_carry_the_same_metadata_blocks_and_fingerprint(dataset, ke
         assert any(enc == "dense" for t in a.blocks.values() for enc, _ in t["blocks"])
 
 
-def test_gzip_is_smaller_than_no_compression(dataset):
-    s = dataset("F32")
+@pytest.mark.parametrize("key", ["F32", "F32-sparse"])
+def test_gzip_is_smaller_than_no_compression(dataset, key):
+    s = dataset(key)
     sizes = {p: os.path.getsize(p) for p in (s.negpatch, s.h5, s.h5_none)}
     dense = sum(t.size * 4 for t in s.tau().values())
     print("\nsizes:", {os.path.basename(k): v for k, v in sizes.items()}, "dense f32:", dense)
