@@ -123,7 +123,7 @@ public enum AuditHTML {
         switch integrity.verdict {
         case .verified: checked = "index checksum and all \(integrity.partsTotal) parts (\(integrity.blocksTotal) blocks) verified"
         case .partial: checked = "index checksum and \(integrity.partsChecked) of \(integrity.partsTotal) parts verified (the selection)"
-        case .notChecked: checked = "index checksum verified; parts not read"
+        case .notChecked: checked = report.format == NegPatchFormat.name ? "index checksum verified; parts not read" : "metadata validated; parts not read"
         case .damaged: checked = "\(integrity.problems.count) of \(integrity.blocksChecked) blocks read failed their checks"
         }
         let rows: [(String, String)] = [

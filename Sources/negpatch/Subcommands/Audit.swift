@@ -90,7 +90,7 @@ enum AuditText {
         out.append(field("lambda", "\(m.lambda) (recommended; theta = base - lambda * tau)"))
         out.append(field("values", m.lossy ? "LOSSY: some values are stored with less than float32 precision" : "lossless float32"))
         out.append(field("tool", m.tool))
-        out.append(field("integrity", integrityLine(report.integrity)))
+        out.append(field("integrity", integrityLine(report.integrity, format: report.format)))
         for problem in report.integrity.problems.prefix(20) {
             out += TextTable.wrap("! " + problem, first: 13, indent: 15).enumerated().map { $0.offset == 0 ? String(repeating: " ", count: 13) + $0.element : $0.element }
         }
@@ -200,15 +200,17 @@ enum AuditText {
         return shown.joined(separator: ", ")
     }
 
-    static func integrityLine(_ integrity: IntegrityStatus) -> String {
+    static func integrityLine(_ integrity: IntegrityStatus, format: String) -> String {
         let parts = "\(integrity.partsTotal) parts in \(integrity.blocksTotal) blocks"
+        // Only .negpatch checksums its index; other formats' metadata is validated on open.
+        let index = format == NegPatchFormat.name ? "index checksum verified" : "metadata validated"
         switch integrity.verdict {
         case .verified:
             return "every checksum verified: the index and \(parts)"
         case .partial:
             return "index verified; \(integrity.partsChecked) of \(parts) verified (the selection), the rest not checked"
         case .notChecked:
-            return "index checksum verified; \(parts) not checked (audit read only the index: use --values or negpatch verify)"
+            return "\(index); \(parts) not checked (audit read only the index: use --values or negpatch verify)"
         case .damaged:
             return "DAMAGED: \(integrity.problems.count) of \(integrity.blocksChecked) blocks read failed their checks"
         }
