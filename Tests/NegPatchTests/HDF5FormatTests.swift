@@ -59,12 +59,25 @@ private func decodeAll(_ path: String) throws -> [[Float]] {
 }
 
 /// Opens `path` read-write and runs `edit` on it inside the HDF5 lock.
+/// The edit is then sealed with a fresh integrity block, as a hostile writer would, so the
+/// reader's structural checks (not the integrity check) must catch it.
 private func editHDF5(_ path: String, _ edit: (hid_t) throws -> Void) throws {
     try HDF5Library.locked {
         let file = try HDF5Library.check(id: H5Fopen(path, chdf5_f_acc_rdwr(), chdf5_p_default()), "opening")
         defer { H5Fclose(file) }
         try edit(file)
     }
+    resealIntegrity(path)
+}
+
+/// Rewrites the integrity block of `path` to match its current content.
+private func resealIntegrity(_ path: String) {
+    var bytes = readBytes(path)
+    let block = bytes.withUnsafeBytes { raw in
+        HDF5PatchFormat.integrityBlock(fileSize: raw.count, content: UnsafeRawBufferPointer(rebasing: raw[HDF5PatchFormat.userBlock...]))
+    }
+    bytes.replaceSubrange(0..<HDF5PatchFormat.userBlock, with: block)
+    writeBytes(path, bytes)
 }
 
 /// Replaces dataset `name` in `group` by a contiguous one of `type` holding `bytes`.
@@ -95,7 +108,8 @@ private func readDataset(_ file: hid_t, _ name: String, memoryType: hid_t, eleme
         let tensors = sampleTensors(density: density, dtype: dtype)
         let size = try write(hdf5Writer(path), tensors)
         #expect(size == readBytes(path).count)
-        #expect(Array(readBytes(path).prefix(8)) == HDF5PatchFormat.signature)
+        #expect(Array(readBytes(path).prefix(8)) == HDF5PatchFormat.integrityMagic)
+        #expect(Array(readBytes(path)[512..<520]) == HDF5PatchFormat.signature)
         let patch = try PatchFormats.open(path)
         #expect(patch.formatName == "hdf5")
         #expect(patch.index.metadata == testMetadata)
@@ -256,12 +270,23 @@ private func readDataset(_ file: hid_t, _ name: String, memoryType: hid_t, eleme
             H5Fclose(file)
         }
         let error = #expect(throws: NegPatchError.self) { try PatchFormats.open(path) }
-        #expect(error?.description == "\(path): HDF5 file is not a NegPatch patch (the root group has no 'format' attribute)")
-        // A truncated patch still has the HDF5 signature but does not open.
+        #expect(error?.description == "\(path): HDF5 file is not a NegPatch patch (no NegPatch integrity block before the HDF5 data)")
+        // An HDF5 file with a valid integrity block but no patch in it.
+        try HDF5Library.locked {
+            let creation = H5Pcreate(chdf5_p_file_create())
+            defer { H5Pclose(creation) }
+            H5Pset_userblock(creation, 512)
+            let file = try HDF5Library.check(id: H5Fcreate(path, chdf5_f_acc_trunc(), creation, chdf5_p_default()), "creating")
+            H5Fclose(file)
+        }
+        resealIntegrity(path)
+        let sealed = #expect(throws: NegPatchError.self) { try PatchFormats.open(path) }
+        #expect(sealed?.description == "\(path): HDF5 file is not a NegPatch patch (the root group has no 'format' attribute)")
+        // A truncated patch fails its integrity block before HDF5 reads it.
         try write(hdf5Writer(folder.file("p.h5")), sampleTensors(density: 0.3))
         writeBytes(folder.file("t.h5"), Array(readBytes(folder.file("p.h5")).prefix(600)))
         let truncated = #expect(throws: NegPatchError.self) { try PatchFormats.open(folder.file("t.h5")) }
-        #expect(truncated?.description.hasPrefix("\(folder.file("t.h5")): not a readable HDF5 file") == true)
+        #expect(truncated?.description == "\(folder.file("t.h5")): integrity block does not match the file (damaged or truncated file)")
     }
 
     @Test func rejectsAnotherFormatTagOrVersion() throws {
@@ -364,5 +389,49 @@ private func readDataset(_ file: hid_t, _ name: String, memoryType: hid_t, eleme
                                elementSize: 4, bytes: values)
         }
         #expect(zero.error?.description.hasSuffix("block 0: sparse value 0 is zero (a sparse block stores only nonzero values)") == true)
+    }
+}
+
+/// Every single-byte change and every truncation of a small HDF5 patch is either detected
+/// (the reader throws) or harmless (the patch decodes to the same index and task vector):
+/// HDF5 checksums its metadata (1.10 object formats) and NegPatch adds the Fletcher-32
+/// filter to every dataset; bytes HDF5 does not read (free space, reserved fields) are the
+/// harmless ones.
+@Suite struct HDF5CorruptionTests {
+    @Test func everyFlipAndTruncationIsDetectedOrHarmless() throws {
+        let folder = TemporaryFolder()
+        let path = folder.file("p.h5")
+        let tensors: [HDF5TestTensor] = [
+            ("a.weight", .F32, [200], randomVector(200, density: 0.3, seed: 11)),
+            ("b.bias", .BF16, [70], randomVector(70, density: 0.9, seed: 12)),
+        ]
+        _ = try write(hdf5Writer(path, compression: "none"), tensors)
+        let original = readBytes(path)
+        let reference = try PatchFormats.open(path)
+        let expected = try decodeAll(path)
+        let damaged = folder.file("d.h5")
+        var undetected: [Int] = []
+        var harmless = 0
+        for position in original.indices {
+            var bytes = original
+            bytes[position] ^= 0x5A
+            writeBytes(damaged, bytes)
+            guard let patch = try? PatchFormats.open(damaged),
+                  let decoded = try? patch.index.tensors.indices.map({ try TaskVectorDecoder.dense(patch, tensor: $0) })
+            else { continue }
+            if patch.index == reference.index && decoded.map({ $0.map(\.bitPattern) }) == expected.map({ $0.map(\.bitPattern) }) {
+                harmless += 1
+            } else {
+                undetected.append(position)
+            }
+        }
+        #expect(undetected.isEmpty, "flips that changed the patch undetected at \(undetected.prefix(20)) (\(undetected.count) in all)")
+        var truncations: [Int] = []
+        for length in stride(from: 0, to: original.count, by: 1) {
+            writeBytes(damaged, Array(original.prefix(length)))
+            if (try? decodeAll(damaged)) != nil { truncations.append(length) }
+        }
+        #expect(truncations.isEmpty, "truncations not detected at \(truncations.prefix(20))")
+        print("HDF5 corruption walk: \(original.count) bytes, \(original.count - harmless) flips detected, \(harmless) harmless, \(undetected.count) undetected")
     }
 }

@@ -54,10 +54,33 @@ class Patch:
     entries: list = field(default_factory=list, repr=False)
 
 
+INTEGRITY_MAGIC = b"NPATCHH5"
+USER_BLOCK = 512
+
+
+def check_integrity(path, fail):
+    """The 512-byte integrity block (negpatch-hdf5.md): magic, version 1, reserved 0, the
+    file's size, the XXH64 of every byte after the block, zeros; checked before h5py reads
+    anything."""
+    import struct
+    import xxhash
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] == HDF5_SIGNATURE:
+        fail("HDF5 file is not a NegPatch patch (no integrity block before the HDF5 data)")
+    if len(data) <= USER_BLOCK or data[:8] != INTEGRITY_MAGIC:
+        fail("missing or truncated integrity block")
+    version, reserved, size, digest = struct.unpack("<IIQQ", data[8:32])
+    if version != 1 or reserved != 0 or size != len(data) or any(data[32:USER_BLOCK]):
+        fail("integrity block does not describe this file (damaged or truncated)")
+    if xxhash.xxh64(data[USER_BLOCK:], seed=0).intdigest() != digest:
+        fail("integrity block checksum mismatch (damaged file)")
+
+
 def read_patch(path) -> Patch:
     with open(path, "rb") as f:
         head = f.read(8)
-    if head == HDF5_SIGNATURE:
+    if head in (HDF5_SIGNATURE, INTEGRITY_MAGIC):
         return read_hdf5(path)
     if head == NEGPATCH_MAGIC:
         return read_negpatch(path)
@@ -131,6 +154,7 @@ def read_hdf5(path) -> Patch:
         where = f"{obj}" + (f" (tensor {tensor!r})" if tensor is not None else "")
         raise PatchError(f"{path}: {where}: {msg}")
 
+    check_integrity(path, fail)
     try:
         f = h5py.File(path, "r")
     except OSError as e:

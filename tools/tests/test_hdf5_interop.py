@@ -16,7 +16,9 @@ parameters per checkpoint for the F32 set).
 from __future__ import annotations
 
 import json
+import contextlib
 import os
+import struct
 import shutil
 import subprocess
 import sys
@@ -204,10 +206,11 @@ def test_plain_h5py_in_a_clean_process_decodes_the_reference(dataset, tmp_path, 
                        env=env, timeout=TIMEOUT)
     assert p.returncode == 0, p.stderr.decode()
     info = json.loads(p.stdout)
-    allowed = {"gzip", "shuffle"} if compression == "gzip" else set()
+    # Built into every HDF5: deflate and shuffle (gzip only), and the Fletcher-32 checksums.
+    allowed = ({"gzip", "shuffle"} if compression == "gzip" else set()) | {"fletcher32"}
     assert set(info["filters"]) <= allowed, f"filters beyond {allowed}: {info['filters']}"
     if compression == "gzip" and key == "F32":
-        assert set(info["filters"]) == {"gzip", "shuffle"}
+        assert set(info["filters"]) == {"gzip", "shuffle", "fletcher32"}
     with np.load(out) as z:
         plain = OrderedDict((name, z[f"t{i}"]) for i, name in enumerate(info["order"]))
     assert_same_tensors(plain, s.tau(), f"plain h5py decode of {key}")
@@ -362,6 +365,20 @@ def _copy(src, dst):
     return str(dst)
 
 
+@contextlib.contextmanager
+def _edit(path):
+    """Opens a patch for editing with h5py, then seals the edit with a fresh integrity
+    block, as a hostile writer would, so the structural checks must catch it."""
+    with h5py.File(path, "r+") as f:
+        yield f
+    with open(path, "rb") as fh:
+        data = bytearray(fh.read())
+    digest = xxhash.xxh64(bytes(data[512:]), seed=0).intdigest()
+    data[8:32] = struct.pack("<IIQQ", 1, 0, len(data), digest)
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
 def _bad_cases(s, tmp):
     """name -> (path, strings the error must mention)."""
     with h5py.File(s.h5) as f:
@@ -375,40 +392,40 @@ def _bad_cases(s, tmp):
     cases["not_a_patch"] = (p, ["HDF5 file is not a NegPatch patch"])
 
     p = _copy(s.h5, tmp / "missing.h5")
-    with h5py.File(p, "r+") as f:
+    with _edit(p) as f:
         del f["tensors/000002/values"]
     cases["missing_dataset"] = (p, ["/tensors/000002", "'values'", "missing", name2])
 
     p = _copy(s.h5, tmp / "masksize.h5")
-    with h5py.File(p, "r+") as f:
+    with _edit(p) as f:
         m = f["tensors/000002/mask"][...]
         del f["tensors/000002/mask"]
         f["tensors/000002/mask"] = m[:-1]
     cases["mask_size"] = (p, ["/tensors/000002/mask", "shape", name2])
 
     p = _copy(s.h5, tmp / "valuescount.h5")
-    with h5py.File(p, "r+") as f:
+    with _edit(p) as f:
         v = f["tensors/000002/values"][...]
         del f["tensors/000002/values"]
         f["tensors/000002/values"] = np.concatenate([v, np.ones(1, np.float32)])
     cases["values_count"] = (p, ["/tensors/000002/values", name2])
 
     p = _copy(s.h5, tmp / "popcount.h5")
-    with h5py.File(p, "r+") as f:
+    with _edit(p) as f:
         m = f["tensors/000001/mask"][...]
         m[0] ^= 1
         f["tensors/000001/mask"][...] = m
     cases["mask_popcount"] = (p, ["/tensors/000001", "block 0", "set bits", name0])
 
     p = _copy(s.h5, tmp / "version.h5")
-    with h5py.File(p, "r+") as f:
+    with _edit(p) as f:
         f.attrs["version"] = np.int64(2)
     cases["version"] = (p, ["version 2"])
 
     p = str(tmp / "truncated.h5")
     with open(p, "wb") as f:
         f.write(data(s.h5)[:4096])
-    cases["truncated"] = (p, ["not a readable HDF5 file"])
+    cases["truncated"] = (p, ["integrity block"])
     return cases
 
 

@@ -352,6 +352,8 @@ enum HDF5 {
         var deflate: Int?
         /// Whether the shuffle filter precedes deflate.
         var shuffle: Bool = false
+        /// Whether the Fletcher-32 checksum filter closes the pipeline (chunked data only).
+        var fletcher32: Bool = true
     }
 
     /// Creates a one-dimensional dataset of `count` elements (growable up to `maximum`,
@@ -370,6 +372,11 @@ enum HDF5 {
             if storage.shuffle { try HDF5Library.check(H5Pset_shuffle(properties), "setting the shuffle filter of '\(name)'") }
             if let level = storage.deflate {
                 try HDF5Library.check(H5Pset_deflate(properties, UInt32(level)), "setting the deflate filter of '\(name)'")
+            }
+            // Last in the pipeline: each stored chunk is checksummed as written, and verified
+            // before anything else reads it.
+            if storage.fletcher32 {
+                try HDF5Library.check(H5Pset_fletcher32(properties), "setting the checksum filter of '\(name)'")
             }
         }
         let access = try datasetAccess()

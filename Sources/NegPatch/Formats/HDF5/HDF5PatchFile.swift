@@ -36,6 +36,7 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
             throw NegPatchError(.io, file: path, "cannot open: \(systemErrorText(errno))")
         }
         fileSize = Int(info.st_size)
+        try HDF5PatchFormat.checkIntegrity(MappedFile(path: path))
         let opened: hid_t
         do {
             opened = try HDF5Library.locked {

@@ -61,6 +61,8 @@ public final class HDF5PatchWriter: PatchWriter {
                 let creation = try HDF5Library.check(id: H5Pcreate(chdf5_p_file_create()), "creating file properties")
                 defer { H5Pclose(creation) }
                 H5Pset_obj_track_times(creation, false)
+                // Room for the integrity block, written after HDF5 closes the file.
+                try HDF5Library.check(H5Pset_userblock(creation, hsize_t(HDF5PatchFormat.userBlock)), "reserving the integrity block")
                 let access = try HDF5Library.check(id: H5Pcreate(chdf5_p_file_access()), "creating file properties")
                 defer { H5Pclose(access) }
                 // Closing the file closes every object in it: an aborted write leaves nothing open.
@@ -122,8 +124,12 @@ public final class HDF5PatchWriter: PatchWriter {
     // MARK: Writing (one thread at a time)
 
     private func storage(count: Int, elementSize: Int, chunk: Int, shuffle: Bool = false) -> HDF5.Storage {
-        // Below a page, deflate saves less than a chunk index and filter pipeline cost.
-        guard count * elementSize >= HDF5PatchFormat.smallestFiltered, let deflate else { return HDF5.Storage(chunk: nil, deflate: nil) }
+        // Every dataset with data is chunked so that the Fletcher-32 filter checksums it;
+        // below a page, deflate saves less than its filter costs.
+        guard count > 0 else { return HDF5.Storage(chunk: nil, deflate: nil, fletcher32: false) }
+        guard count * elementSize >= HDF5PatchFormat.smallestFiltered, let deflate else {
+            return HDF5.Storage(chunk: min(count, chunk), deflate: nil)
+        }
         return HDF5.Storage(chunk: min(count, chunk), deflate: deflate, shuffle: shuffle)
     }
 
@@ -273,12 +279,19 @@ public final class HDF5PatchWriter: PatchWriter {
             abort()
             throw writeError(error)
         }
-        try output.commit()
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw NegPatchError(.io, file: path, "cannot stat the written patch: \(systemErrorText(errno))")
+        let size: Int
+        do {
+            let written = try MappedFile(path: output.temporaryPath)
+            size = written.size
+            let block = HDF5PatchFormat.integrityBlock(
+                fileSize: size, content: UnsafeRawBufferPointer(rebasing: written.bytes[HDF5PatchFormat.userBlock...]))
+            try block.withUnsafeBytes { try output.write($0, at: 0) }
+        } catch {
+            abort()
+            throw error
         }
-        return Int(info.st_size)
+        try output.commit()
+        return size
     }
 
     public func abort() {
