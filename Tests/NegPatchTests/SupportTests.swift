@@ -84,3 +84,24 @@ import Testing
         #expect(readBytes(folder.file("dest/keep.txt")) == [1])
     }
 }
+
+@Suite struct XXH64HasherTests {
+    @Test(arguments: [0, 1, 31, 32, 33, 100, 1000])
+    func piecewiseEqualsOneShot(_ length: Int) {
+        var rng = SeededGenerator(seed: UInt64(length))
+        let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let expected = XXH64.hash(bytes)
+        for pieceSize in [1, 3, 7, 32, 33, 64] {
+            var hasher = XXH64.Hasher()
+            bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < length {
+                    let count = min(pieceSize, length - offset)
+                    hasher.update(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + count)]))
+                    offset += count
+                }
+            }
+            #expect(hasher.finalize() == expected, "pieces of \(pieceSize)")
+        }
+    }
+}

@@ -239,8 +239,8 @@ def main():
         lbase, lfts = generate_streaming("BF16-1B-n8", 8, 1_000_000_000, args.consensus)
         sets.append(("1B bfloat16, n = 8", lbase, lfts, 2_000_000_000))
 
-    lines += ["| set | I/O floor (cat) | negmerge | ratio | ties | ratio | NumPy negmerge | apply | cp | ratio | peak anon (negmerge) | one model |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| set | I/O floor (cat) | negmerge | ratio | ties | ratio | NumPy negmerge | apply | cp | ratio | cp + sync | ratio | peak anon (negmerge) | one model |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     size_rows = []
     for label, b, fts, model_bytes in sets:
         floor = floor_seconds([b] + fts)
@@ -256,10 +256,12 @@ def main():
             elif os.path.exists(target):
                 os.remove(target)
         cp, _ = best(["cp", "-r", b, target], before=clean)
+        # apply flushes its output before renaming it into place; cp does not.
+        cp_sync, _ = best(["sh", "-c", 'cp -r "$0" "$1" && sync "$1"', b, target], before=clean)
         apply, _ = best([BIN, "apply", "--base", b, "--patch", patch, "-o", target, "-q"], before=clean)
         clean()
         lines.append(f"| {label} | {floor:.2f} s | {neg:.2f} s | {neg / floor:.2f}x | {ties:.2f} s | {ties / floor:.2f}x | "
-                     f"{numpy_s:.2f} s | {apply:.2f} s | {cp:.2f} s | {apply / cp:.2f}x | {neg_anon / 1024:.0f} MiB | "
+                     f"{numpy_s:.2f} s | {apply:.2f} s | {cp:.2f} s | {apply / cp:.2f}x | {cp_sync:.2f} s | {apply / cp_sync:.2f}x | {neg_anon / 1024:.0f} MiB | "
                      f"{model_bytes / 2**20:.0f} MiB |")
         # Sizes against zstd of the dense task vector.
         dense = os.path.join(out, "tau.safetensors")

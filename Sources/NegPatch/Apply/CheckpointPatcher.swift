@@ -111,6 +111,11 @@ public enum CheckpointPatcher {
             for b in 0..<patch.index.tensors[t].blocks.count { items.append(Item(tensor: t, block: b, info: info)) }
         }
         let window = max(4, ProcessorCount.active * 3)
+        // One buffer per slot of the window, reused from window to window: fresh memory for
+        // every block would cost a page fault per 4 KiB written.
+        let largest = items.reduce(0) { max($0, patch.index.tensors[$1.tensor].blockElements * $1.info.dtype.size) }
+        let buffers = (0..<min(window, items.count)).map { _ in UnsafeMutableRawPointer.allocate(byteCount: max(largest, 1), alignment: 64) }
+        defer { buffers.forEach { $0.deallocate() } }
         var start = 0
         while start < items.count {
             let slice = Array(items[start..<min(items.count, start + window)])
@@ -121,10 +126,12 @@ public enum CheckpointPatcher {
                 let offset = item.info.fileOffset + item.block * entry.blockElements * size
                 let byteCount = entry.elementCount(ofBlock: item.block) * size
                 let block = try patch.block(tensor: item.tensor, block: item.block)
-                let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 16)
-                defer { buffer.deallocate() }
+                let buffer = buffers[j]
                 for (k, file) in files.enumerated() {
-                    buffer.copyMemory(from: source.bytes.baseAddress! + offset, byteCount: byteCount)
+                    // pread copies from the page cache without mapping the base's pages.
+                    if !source.read(offset, byteCount, into: buffer) {
+                        buffer.copyMemory(from: source.bytes.baseAddress! + offset, byteCount: byteCount)
+                    }
                     PatchKernels.apply(block, to: buffer, dtype: item.info.dtype, lambda: lambdas[k])
                     try file.write(UnsafeRawBufferPointer(start: buffer, count: byteCount), at: offset)
                 }
