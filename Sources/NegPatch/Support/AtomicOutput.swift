@@ -20,9 +20,10 @@ public final class AtomicOutput {
     /// Bytes written so far (the file's current size when only `write` is used).
     public private(set) var bytesWritten: Int = 0
 
-    /// Creates the temporary file beside `destination`. Throws `.io` if the folder is not
-    /// writable, or if `destination` is an existing directory.
-    public init(destination: String) throws {
+    /// Creates the temporary file beside `destination`, with permissions `mode` (0644 by
+    /// default; a private key uses 0600, which the file has from its creation on). Throws
+    /// `.io` if the folder is not writable, or if `destination` is an existing directory.
+    public init(destination: String, mode: mode_t = 0o644) throws {
         self.destination = destination
         var info = stat()
         if stat(destination, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
@@ -36,7 +37,8 @@ public final class AtomicOutput {
         }
         fd = created
         temporaryPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        _ = fchmod(fd, 0o644)
+        // mkstemp creates the file 0600; widen it only when asked to.
+        if mode != 0o600 { _ = fchmod(fd, mode) }
     }
 
     deinit {
