@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tools/fuzz/targets/*.swift) with AddressSanitizer into
-# .build-fuzz/: each is the library's sources compiled with one target file, by swiftc
-# directly (SwiftPM has no fuzzer products). Usage: tools/fuzz/build.sh [TARGET...]
+# .build-fuzz/, by swiftc directly (SwiftPM has no fuzzer products): the library's sources
+# once into an instrumented static library, then each target against it.
+# Usage: tools/fuzz/build.sh [TARGET...]
 #
 # Targets: safetensors (header reader), negpatch (.negpatch reader and decoder), hdf5 (HDF5
 # patch reader; built only when Sources/NegPatch/Formats/HDF5 exists). Library files that
-# import Crypto (signatures) take no untrusted parsing input and are left out, so the
-# fuzz builds need no package dependencies.
+# import Crypto (signatures: no parsing of untrusted input before the signature check but
+# a fixed-form text file) are left out, so the fuzz builds need no package dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=.build-fuzz
@@ -18,9 +19,20 @@ if [ ${#targets[@]} -eq 0 ]; then
   [ -d Sources/NegPatch/Formats/HDF5 ] && targets+=(hdf5)
 fi
 
-mapfile -t library < <(find Sources/NegPatch -name '*.swift' | sort | xargs grep -L '^import Crypto' )
-hdf5_cflags=$(pkg-config --cflags-only-I hdf5)
-hdf5_libs=$(pkg-config --libs hdf5)
+mapfile -t library < <(find Sources/NegPatch -name '*.swift' | sort | xargs grep -L '^import Crypto')
+xcc=()
+for flag in $(pkg-config --cflags-only-I hdf5); do xcc+=(-Xcc "$flag"); done
+# -O keeps executions fast; bounds and overflow checks stay on (not -Ounchecked).
+flags=(-O -g -sanitize=fuzzer,address -parse-as-library -I Sources/CZstd -I Sources/CHDF5 "${xcc[@]}")
+
+# The library, rebuilt only when a source is newer than the archive.
+archive=$out/libNegPatch.a
+if [ ! -f "$archive" ] || [ -n "$(find Sources/NegPatch -name '*.swift' -newer "$archive" | head -1)" ]; then
+  echo "build.sh: building the instrumented library" >&2
+  rm -rf "$out/module" && mkdir -p "$out/module"
+  swiftc "${flags[@]}" -module-name NegPatch -emit-library -static -emit-module \
+    -emit-module-path "$out/module/NegPatch.swiftmodule" "${library[@]}" -o "$archive"
+fi
 
 for target in "${targets[@]}"; do
   source=tools/fuzz/targets/$target.swift
@@ -30,11 +42,7 @@ for target in "${targets[@]}"; do
     continue
   fi
   echo "build.sh: building $out/$target" >&2
-  # -O keeps executions fast; assertions and bounds checks stay on (not -Ounchecked).
-  swiftc -O -g -use-ld=lld -sanitize=fuzzer,address -parse-as-library -module-name NegPatchFuzz \
-    -I Sources/CZstd -I Sources/CHDF5 \
-    $(for f in $hdf5_cflags; do printf -- '-Xcc %s ' "$f"; done) \
-    "${library[@]}" tools/fuzz/targets/FuzzInput.swift "$source" \
-    -lzstd $hdf5_libs \
-    -o "$out/$target"
+  swiftc "${flags[@]}" -use-ld=lld -I "$out/module" -module-name "Fuzz_$target" \
+    tools/fuzz/targets/FuzzInput.swift "$source" "$archive" \
+    -lzstd $(pkg-config --libs hdf5) -o "$out/$target"
 done

@@ -3,6 +3,8 @@
 // rejects into a validated index or a clean error, and never trust a dataset's shape.
 // Built by tools/fuzz/build.sh only when the HDF5 format is part of the library.
 
+import NegPatch
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzHDF5(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let path = FuzzInput.path(holding: UnsafeRawBufferPointer(start: data, count: size))

@@ -7,6 +7,8 @@
 // stops at a checksum and the index decoder, the part tiling checks and the block decoder,
 // which a hostile author (who can compute XXH64) reaches with ease, would go unexplored.
 
+import NegPatch
+
 #if canImport(Glibc)
 import Glibc
 #endif

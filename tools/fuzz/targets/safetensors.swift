@@ -3,6 +3,8 @@
 // (the base fingerprint) and converting floating tensors to float32 (the merge's tiles).
 // Built by tools/fuzz/build.sh together with the library's sources.
 
+import NegPatch
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSafetensors(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let path = FuzzInput.path(holding: UnsafeRawBufferPointer(start: data, count: size))
