@@ -4,13 +4,20 @@
 # once into an instrumented static library, then each target against it.
 # Usage: tools/fuzz/build.sh [TARGET...]
 #
+# FUZZ_SANITIZERS (default fuzzer,address) selects the sanitizers; `fuzzer` alone builds
+# into .build-fuzz-plain/, where heap memory is the C library's own: bugs in uninstrumented
+# C libraries (libhdf5) that depend on uninitialised heap contents show there and not under
+# AddressSanitizer, whose allocator fills memory differently. run.sh takes the same variable.
+#
 # Targets: safetensors (header reader), negpatch (.negpatch reader and decoder), hdf5 (HDF5
 # patch reader; built only when Sources/NegPatch/Formats/HDF5 exists). Library files that
 # import Crypto (signatures: no parsing of untrusted input before the signature check but
 # a fixed-form text file) are left out, so the fuzz builds need no package dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+sanitizers=${FUZZ_SANITIZERS:-fuzzer,address}
 out=.build-fuzz
+[ "$sanitizers" = fuzzer,address ] || out=.build-fuzz-plain
 mkdir -p "$out"
 
 targets=("$@")
@@ -23,7 +30,7 @@ mapfile -t library < <(find Sources/NegPatch -name '*.swift' | sort | xargs grep
 xcc=()
 for flag in $(pkg-config --cflags-only-I hdf5); do xcc+=(-Xcc "$flag"); done
 # -O keeps executions fast; bounds and overflow checks stay on (not -Ounchecked).
-flags=(-O -g -sanitize=fuzzer,address -parse-as-library -I Sources/CZstd -I Sources/CHDF5 "${xcc[@]}")
+flags=(-O -g -sanitize="$sanitizers" -parse-as-library -I Sources/CZstd -I Sources/CHDF5 "${xcc[@]}")
 
 # The library, rebuilt only when a source is newer than the archive.
 archive=$out/libNegPatch.a

@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=.build-fuzz
+[ "${FUZZ_SANITIZERS:-fuzzer,address}" = fuzzer,address ] || out=.build-fuzz-plain
 
 if [ "${1:-}" = --totals ]; then
   [ -f "$out/runs.tsv" ] || { echo "no runs yet"; exit 0; }
