@@ -14,10 +14,13 @@ enum FuzzInput {
     /// Replaces the in-memory file's contents with `bytes` and returns a path that opens it.
     static func path(holding bytes: UnsafeRawBufferPointer) -> String {
         if descriptor < 0 {
-            var template = Array("/dev/shm/negpatch-fuzz-XXXXXX".utf8CString)
-            descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-            precondition(descriptor >= 0, "cannot create the input file in /dev/shm")
-            template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+            // /dev/shm where there is one (memory-backed), else the temporary folder.
+            for folder in ["/dev/shm", "/tmp"] where descriptor < 0 {
+                var template = Array("\(folder)/negpatch-fuzz-XXXXXX".utf8CString)
+                descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+                if descriptor >= 0 { template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+            }
+            precondition(descriptor >= 0, "cannot create the fuzz input file")
         }
         precondition(ftruncate(descriptor, 0) == 0)
         var done = 0
