@@ -35,6 +35,11 @@ PATCH_MAKERS = {
 #: specification says a changed byte at ``offset`` is ignored by readers.
 HARMLESS: dict = {}
 
+#: format name -> walk every k-th offset only (default 1: every byte). For formats whose
+#: smallest file is large (an HDF5 container is ~18 kB), with the full walk done in-process
+#: by the format's own Swift tests.
+STRIDE: dict = {}
+
 # XOR patterns, cycled over the offsets: low bit, high bit, every bit.
 PATTERNS = (0x01, 0x80, 0xFF)
 
@@ -76,12 +81,12 @@ def _run(binary, args):
     return p.returncode, p.stderr.decode("utf-8", "replace")
 
 
-def _variants(data):
-    for offset in range(len(data)):
+def _variants(data, stride=1):
+    for offset in range(0, len(data), stride):
         damaged = bytearray(data)
         damaged[offset] ^= PATTERNS[offset % len(PATTERNS)]
         yield f"byte {offset} ^ 0x{PATTERNS[offset % len(PATTERNS)]:02x}", offset, bytes(damaged)
-    for length in range(len(data)):
+    for length in range(0, len(data), stride):
         yield f"truncated to {length} bytes", None, data[:length]
 
 
@@ -131,12 +136,13 @@ def test_every_flipped_byte_and_truncation_is_caught_by_the_cli(cli, walk_set, f
         return problems
 
     # Two workers, one folder each (index parity), so outputs never collide.
-    variants = list(enumerate(_variants(data)))
+    stride = STRIDE.get(fmt, 1)
+    variants = list(enumerate(_variants(data, stride)))
     by_worker = [[v for v in variants if v[0] % 2 == w] for w in range(2)]
     with ThreadPoolExecutor(2) as pool:
         results = pool.map(lambda vs: [p for v in vs for p in check(v)], by_worker)
     problems = [p for r in results for p in r]
     assert not problems, f"{len(problems)} of {len(variants)} damaged {fmt} files were not handled:\n" + "\n".join(problems[:30])
-    flips = len(data)
-    print(f"corruption walk {fmt}: {flips} flips and {flips} truncations of a {flips}-byte patch, all detected "
-          f"({sum(1 for o in range(flips) if harmless(data, o))} declared harmless)")
+    flips = len(range(0, len(data), stride))
+    print(f"corruption walk {fmt}: {flips} flips and {flips} truncations of a {len(data)}-byte patch, all detected "
+          f"({sum(1 for o in range(0, len(data), stride) if harmless(data, o))} declared harmless)")
