@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(
@@ -24,7 +25,7 @@ let package = Package(
         ),
         .target(
             name: "NegPatch",
-            dependencies: ["CZstd", "CHDF5"]
+            dependencies: ["CZstd", "CHDF5", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(
             name: "negpatch",

@@ -12,11 +12,14 @@ struct NegPatchCommand: ParsableCommand {
             (one line on stderr says what, in which file and tensor), 2 on a usage error.
             """,
         version: NegPatchVersion.version,
-        subcommands: [Merge.self, Apply.self, Export.self, Convert.self, Audit.self, Verify.self, Diff.self]
+        subcommands: [Merge.self, Apply.self, Export.self, Convert.self, Audit.self, Verify.self, Diff.self, Keygen.self, Sign.self]
     )
 
     /// Runs the command, mapping failures to one error line and the documented exit codes.
     static func main() {
+        // A write past a file size limit (ulimit -f) then fails with EFBIG, reported as a
+        // clean error, instead of killing the process with SIGXFSZ.
+        signal(SIGXFSZ, SIG_IGN)
         do {
             var command = try parseAsRoot()
             try command.run()

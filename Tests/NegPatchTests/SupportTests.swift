@@ -83,6 +83,19 @@ import Testing
         #expect(throws: NegPatchError.self) { try AtomicFolder(destination: folder.file("dest")) }
         #expect(readBytes(folder.file("dest/keep.txt")) == [1])
     }
+
+    /// `-o /dev/null` once renamed a regular file over the device node. Only regular files
+    /// are replaced; a pipe (standing in for a device, which a test must not risk) stays.
+    @Test func refusesToReplaceWhatIsNotARegularFile() throws {
+        let folder = TemporaryFolder()
+        let fifo = folder.file("pipe")
+        #expect(mkfifo(fifo, 0o644) == 0)
+        let error = #expect(throws: NegPatchError.self) { try AtomicOutput(destination: fifo) }
+        #expect(error?.message.contains("not a regular file") == true)
+        var info = stat()
+        #expect(stat(fifo, &info) == 0 && (info.st_mode & S_IFMT) == S_IFIFO)
+        #expect(folder.contents == ["pipe"])
+    }
 }
 
 @Suite struct XXH64HasherTests {

@@ -80,3 +80,17 @@ let repositoryRoot: String = {
     for _ in 0..<3 { url.deleteLastPathComponent() }
     return url.path
 }()
+
+/// The patch at `path` with its index text changed by `edit` and the footer fixed up, so
+/// that it is again a valid `.negpatch` (as a forger would make it).
+func rewriteIndex(_ path: String, _ edit: (String) -> String) throws -> [UInt8] {
+    let bytes = readBytes(path)
+    let footer = bytes.count - 32
+    let offset = Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: footer, as: UInt64.self) })
+    let index = String(decoding: bytes[offset..<footer], as: UTF8.self)
+    let edited = Array(edit(index).utf8)
+    var out = Array(bytes[0..<offset]) + edited
+    out += littleEndianBytes(UInt64(offset)) + littleEndianBytes(UInt64(edited.count)) + littleEndianBytes(XXH64.hash(edited))
+    out += Array("NEGPATCH".utf8)
+    return out
+}

@@ -1,6 +1,9 @@
 """Hand-made IEEE edge cases (gen_checkpoints.edge_elements): NaN and inf bases and deltas,
 signed zeros, subnormals, float32 sum order and overflow, round-to-nearest-even ties in the
-apply, and an all-zero task vector.  Each element's purpose is named in the failure."""
+apply, and an all-zero task vector.  Each element's purpose is named in the failure.
+
+Non-finite inputs are refused unless `--allow-nonfinite` is given; the IEEE cases run with
+it, and `test_edge_nonfinite_is_refused_by_default` checks the refusal."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import gen_checkpoints
 import merge_ref as mr
 import patch_reader as pr
 import safetensors_np as st
-from conftest import _bits, clean
+from conftest import _bits, assert_error, clean
 
 DTYPES = ["F32", "F16", "BF16", "F64"]
 _CACHE: dict = {}
@@ -41,7 +44,7 @@ def edge(cli, workdir):
                 st.save_file(p, t, {"format": "pt"})
                 paths.append(p)
             patch = os.path.join(root, "edge.negpatch")
-            cli.ok("merge", "--base", paths[0], *paths[1:], "-o", patch)
+            cli.ok("merge", "--base", paths[0], *paths[1:], "-o", patch, "--allow-nonfinite")
             with np.errstate(all="ignore"):
                 ref = mr.merge_checkpoints(base, fts)
             _CACHE[dtype] = (paths, patch, base, ref, desc)
@@ -73,7 +76,7 @@ def test_edge_apply(cli, edge, workdir, dtype, lam):
     taus = pr.read_patch(patch).tensors
     out = os.path.join(str(workdir), "edge", dtype, f"applied-{lam}.safetensors")
     clean(out)
-    args = ["apply", "--base", paths[0], "--patch", patch, "-o", out]
+    args = ["apply", "--base", paths[0], "--patch", patch, "-o", out, "--allow-nonfinite"]
     if lam:
         args += ["--lambda", lam]
     cli.ok(*args)
@@ -88,3 +91,27 @@ def test_edge_apply(cli, edge, workdir, dtype, lam):
         d = desc if name == "model.edge.weight" else ["frozen"] * barr.size
         problems += _explain(f"{dtype} apply lambda {lam or 'patch'} {name}", got[name][2], exp, d)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_edge_nonfinite_is_refused_by_default(cli, edge, workdir, dtype):
+    """Without --allow-nonfinite, merge and apply refuse the NaN/inf inputs: exit 1, one
+    line naming the file, the tensor and the first element, nothing written."""
+    paths, patch, base, ref, desc = edge(dtype)
+    root = os.path.dirname(paths[0])
+    # The merge sees float32 (an F64 value beyond its range counts as infinite); the base
+    # is scanned first.
+    with np.errstate(all="ignore"):
+        as_f32 = st.to_f32(dtype, base["model.edge.weight"][2]).reshape(-1)
+    first = int(np.flatnonzero(~np.isfinite(as_f32))[0])
+    out = os.path.join(root, "refused.negpatch")
+    clean(out)
+    r = cli.run("merge", "--base", paths[0], *paths[1:], "-o", out)
+    assert_error(r, os.path.basename(paths[0]), "model.edge.weight", f"at element {first} ", "--allow-nonfinite")
+    assert not os.path.exists(out)
+    applied = os.path.join(root, "refused.safetensors")
+    clean(applied)
+    r = cli.run("apply", "--base", paths[0], "--patch", patch, "-o", applied)
+    assert_error(r, "model.edge.weight", "non-finite", "--allow-nonfinite")
+    assert not os.path.exists(applied)
+    assert not [n for n in os.listdir(root) if n.startswith(".")], "temporary files left behind"

@@ -13,6 +13,9 @@ public struct ApplyRequest {
     /// Apply even when the base fingerprint differs (names, dtypes and shapes of the
     /// patched tensors must still match).
     public var ignoreBaseMismatch = false
+    /// Apply even when a patched base tensor or the patch holds NaN or infinity (otherwise
+    /// an error names the file, the tensor and the first such element).
+    public var allowNonFinite = false
 
     /// Creates a request.
     public init(base: Checkpoint, patch: any PatchSource, outputs: [(lambda: Double, path: String)]) {
@@ -67,7 +70,7 @@ public enum CheckpointPatcher {
                 try AtomicOutput(destination: folders[i]?.path(for: name) ?? request.outputs[i].path)
             }
             try writeShard(shard, shardIndex: s, base: base, patch: patch, patchIndex: patchIndex,
-                           files: files, lambdas: request.outputs.map(\.lambda)) { count in
+                           files: files, lambdas: request.outputs.map(\.lambda), checkFinite: !request.allowNonFinite) { count in
                 done += count
                 progress?(done, total)
             }
@@ -84,7 +87,7 @@ public enum CheckpointPatcher {
 
     private static func writeShard(_ shard: SafetensorsFile, shardIndex: Int, base: Checkpoint, patch: any PatchSource,
                                    patchIndex: [String: Int], files: [AtomicOutput], lambdas: [Double],
-                                   advanced: (Int) -> Void) throws {
+                                   checkFinite: Bool, advanced: (Int) -> Void) throws {
         let source = shard.file
         for file in files { try file.truncate(to: source.size) }
         // Copy everything that is not patched: the header and unpatched tensors, coalesced.
@@ -132,12 +135,37 @@ public enum CheckpointPatcher {
                     if !source.read(offset, byteCount, into: buffer) {
                         buffer.copyMemory(from: source.bytes.baseAddress! + offset, byteCount: byteCount)
                     }
+                    if k == 0 && checkFinite {
+                        try checkFiniteInputs(base: UnsafeRawPointer(buffer), shard: shard, info: item.info,
+                                              block: block, blockStart: item.block * entry.blockElements, patch: patch)
+                    }
                     PatchKernels.apply(block, to: buffer, dtype: item.info.dtype, lambda: lambdas[k])
                     try file.write(UnsafeRawBufferPointer(start: buffer, count: byteCount), at: offset)
                 }
             }
             advanced(slice.reduce(0) { $0 + patch.index.tensors[$1.tensor].elementCount(ofBlock: $1.block) })
             start += slice.count
+        }
+    }
+
+    /// Throws `.invalidValue` naming the file, the tensor and the element when the base
+    /// block or the patch's values for it hold NaN or infinity.
+    private static func checkFiniteInputs(base: UnsafeRawPointer, shard: SafetensorsFile, info: TensorInfo,
+                                          block: SparseBlock, blockStart: Int, patch: any PatchSource) throws {
+        if let bad = FiniteValues.firstNonFinite(base, dtype: info.dtype, count: block.count) {
+            throw NegPatchError(.invalidValue, file: shard.path, tensor: info.name,
+                                "non-finite value \(FiniteValues.value(base, dtype: info.dtype, at: bad)) at "
+                                + "\(FiniteValues.describe(element: blockStart + bad, shape: info.shape)) (use --allow-nonfinite to apply anyway)")
+        }
+        let finite = block.values.withUnsafeBufferPointer { v in
+            v.isEmpty || FiniteValues.allFinite(v.baseAddress!, count: v.count)
+        }
+        if !finite {
+            let j = block.values.firstIndex { !$0.isFinite }!
+            let element = blockStart + (block.indices.map { Int($0[j]) } ?? j)
+            throw NegPatchError(.invalidValue, file: patch.path, tensor: info.name,
+                                "non-finite task-vector value \(block.values[j]) at "
+                                + "\(FiniteValues.describe(element: element, shape: info.shape)) (use --allow-nonfinite to apply anyway)")
         }
     }
 

@@ -304,6 +304,7 @@ public final class NegPatchFile: PatchSource, @unchecked Sendable {
             indices = list
         } else if let maskPart = entry.mask {
             let frame = try frame(maskPart, tensor: tensor, block: b, kind: "mask")
+            do { try Zstd.checkFrame(frame, expectedSize: maskPart.size) } catch { throw undecodable(error, "mask") }
             var mask = [UInt8](repeating: 0, count: maskPart.size)
             do {
                 try mask.withUnsafeMutableBytes { out in
@@ -331,6 +332,7 @@ public final class NegPatchFile: PatchSource, @unchecked Sendable {
         }
         let valuesPart = entry.values
         let frame = try frame(valuesPart, tensor: tensor, block: b, kind: "values")
+        do { try Zstd.checkFrame(frame, expectedSize: valuesPart.size) } catch { throw undecodable(error, "values") }
         let valueCount = valuesPart.size / entry.valueType.width
         var shuffled = [UInt8](repeating: 0, count: valuesPart.size)
         do {

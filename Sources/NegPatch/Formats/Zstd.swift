@@ -32,6 +32,22 @@ public enum Zstd {
     /// content size before decompressing and its content checksum after.
     public static func decompress(_ frame: UnsafeRawBufferPointer, expectedSize: Int,
                                   into destination: UnsafeMutableRawPointer) throws {
+        try checkFrame(frame, expectedSize: expectedSize)
+        let written = ZSTD_decompress(expectedSize == 0 ? UnsafeMutableRawPointer(bitPattern: 1) : destination,
+                                      expectedSize, frame.baseAddress!, frame.count)
+        if ZSTD_isError(written) != 0 {
+            throw ZstdError("zstd: \(String(cString: ZSTD_getErrorName(written)))")
+        }
+        guard written == expectedSize else {
+            throw ZstdError("zstd frame decompressed to \(written) bytes, expected \(expectedSize)")
+        }
+    }
+
+    /// Checks a frame's header without decompressing: the magic, a content checksum, a
+    /// declared content size equal to `expectedSize`, and a frame that fills `frame`
+    /// exactly. Readers call it before allocating the output, so a frame that claims more
+    /// than its index allows costs no memory.
+    public static func checkFrame(_ frame: UnsafeRawBufferPointer, expectedSize: Int) throws {
         guard let start = frame.baseAddress, frame.count >= 5 else { throw ZstdError("not a zstd frame") }
         // Magic 0xFD2FB528, then the frame header descriptor, whose bit 2 says the frame
         // carries a content checksum: the format requires one on every part.
@@ -50,14 +66,6 @@ public enum Zstd {
         let frameSize = ZSTD_findFrameCompressedSize(start, frame.count)
         if ZSTD_isError(frameSize) != 0 || frameSize != frame.count {
             throw ZstdError("zstd frame does not fill its part exactly")
-        }
-        let written = ZSTD_decompress(expectedSize == 0 ? UnsafeMutableRawPointer(bitPattern: 1) : destination,
-                                      expectedSize, start, frame.count)
-        if ZSTD_isError(written) != 0 {
-            throw ZstdError("zstd: \(String(cString: ZSTD_getErrorName(written)))")
-        }
-        guard written == expectedSize else {
-            throw ZstdError("zstd frame decompressed to \(written) bytes, expected \(expectedSize)")
         }
     }
 }

@@ -7,6 +7,9 @@ public struct TensorSource: @unchecked Sendable {
     /// The file holding the data, for positioned reads, and the data's offset in it.
     let file: MappedFile?
     let fileOffset: Int
+    /// Set to nonzero by any load that meets a non-finite float32 value, when not nil.
+    /// Loads run on many threads and only ever store 1; the merger reads it after they end.
+    let nonFinite: UnsafeMutablePointer<UInt8>?
 
     /// Creates a source over `pointer`.
     public init(pointer: UnsafeRawPointer, dtype: DType) {
@@ -14,14 +17,23 @@ public struct TensorSource: @unchecked Sendable {
         self.dtype = dtype
         file = nil
         fileOffset = 0
+        nonFinite = nil
     }
 
-    /// Creates a source over a tensor of a mapped file.
-    init(file: MappedFile, tensor: TensorInfo) {
+    /// Creates a source over a tensor of a mapped file; loads flag non-finite values in
+    /// `nonFinite` when it is given.
+    init(file: MappedFile, tensor: TensorInfo, nonFinite: UnsafeMutablePointer<UInt8>? = nil) {
         pointer = file.bytes.baseAddress.map { $0 + tensor.fileOffset } ?? UnsafeRawPointer(bitPattern: 8)!
         dtype = tensor.dtype
         self.file = file
         fileOffset = tensor.fileOffset
+        self.nonFinite = nonFinite
+    }
+
+    /// Flags the source when any of `count` float32 values loaded from it is not finite.
+    @inline(__always)
+    func checkFinite(_ values: UnsafePointer<Float>, count: Int) {
+        if let nonFinite, !FiniteValues.allFinite(values, count: count) { nonFinite.pointee = 1 }
     }
 
     /// Copies the raw bytes of elements `start ..< start + count` into `destination`, by
@@ -38,6 +50,7 @@ public struct TensorSource: @unchecked Sendable {
     @inline(__always)
     public func load(_ start: Int, _ count: Int, into destination: UnsafeMutablePointer<Float>) {
         FloatConversion.toFloat32(pointer, dtype: dtype, start: start, count: count, into: destination)
+        checkFinite(destination, count: count)
     }
 }
 

@@ -16,6 +16,9 @@ public struct MergeRequest {
     public var blockElements: Int = 1 << 20
     /// Worker threads.
     public var threads: Int = ProcessorCount.active
+    /// Merge inputs holding NaN or infinity (or F64 values beyond float32's range) instead
+    /// of refusing them.
+    public var allowNonFinite = false
 
     /// Creates a request with default lambda, block size and threads.
     public init(base: Checkpoint, models: [Checkpoint], method: any MergeMethod) {
@@ -90,6 +93,37 @@ public enum Merger {
         }
     }
 
+    /// The error for the first non-finite input value of `tensor`: the base first, then the
+    /// models in order, each scanned from its first element.
+    private static func firstNonFinite(_ tensor: CheckpointTensor, request: MergeRequest) -> NegPatchError {
+        let name = tensor.info.name
+        for checkpoint in [request.base] + request.models {
+            let entry = checkpoint.tensor(named: name)!
+            let data = checkpoint.data(entry)
+            guard let start = data.baseAddress else { continue }
+            let dtype = entry.info.dtype
+            // Chunks converted to float32, as the merge sees them: an F64 value beyond
+            // float32's range is as unusable as an infinity.
+            var chunk = [Float](repeating: 0, count: 4096)
+            var offset = 0
+            while offset < entry.info.elementCount {
+                let count = min(chunk.count, entry.info.elementCount - offset)
+                let bad: Int? = chunk.withUnsafeMutableBufferPointer { buffer in
+                    FloatConversion.toFloat32(start, dtype: dtype, start: offset, count: count, into: buffer.baseAddress!)
+                    return FiniteValues.allFinite(buffer.baseAddress!, count: count) ? nil : buffer.prefix(count).firstIndex { !$0.isFinite }
+                }
+                if let bad {
+                    let raw = FiniteValues.value(start, dtype: dtype, at: offset + bad)
+                    let what = raw.isFinite ? "value \(raw) beyond the float32 range" : "non-finite value \(raw)"
+                    return NegPatchError(.invalidValue, file: checkpoint.file(of: entry), tensor: name,
+                                         "\(what) at \(FiniteValues.describe(element: offset + bad, shape: entry.info.shape)) (use --allow-nonfinite to merge anyway)")
+                }
+                offset += count
+            }
+        }
+        return NegPatchError(.invalidValue, file: request.base.path, tensor: name, "non-finite value in an input (use --allow-nonfinite to merge anyway)")
+    }
+
     private struct WorkItem {
         let tensor: Int
         let block: Int
@@ -112,14 +146,20 @@ public enum Merger {
             PatchTensorHeader(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape,
                               elements: tensor.info.elementCount, blockElements: request.blockElements)
         }
-        let sources: [MergeTensor] = floating.map { tensor in
+        // One flag per tensor, raised by any tile load that meets a non-finite value; the
+        // exact place is looked up only then (`firstNonFinite`).
+        let nonFinite = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(floating.count, 1))
+        nonFinite.initialize(repeating: 0)
+        defer { nonFinite.deallocate() }
+        let sources: [MergeTensor] = floating.enumerated().map { t, tensor in
             let name = tensor.info.name
+            let flag = request.allowNonFinite ? nil : nonFinite.baseAddress! + t
             return MergeTensor(
                 name: name, elements: tensor.info.elementCount,
-                base: TensorSource(file: request.base.shards[tensor.shard].file, tensor: tensor.info),
+                base: TensorSource(file: request.base.shards[tensor.shard].file, tensor: tensor.info, nonFinite: flag),
                 models: request.models.map { model in
                     let other = model.tensor(named: name)!
-                    return TensorSource(file: model.shards[other.shard].file, tensor: other.info)
+                    return TensorSource(file: model.shards[other.shard].file, tensor: other.info, nonFinite: flag)
                 })
         }
         var items: [WorkItem] = []
@@ -165,6 +205,9 @@ public enum Merger {
                                                       agreement: histograms.baseAddress! + j * (n + 1))
                     return try writer.prepare(dense: dense, count: item.count)
                 }
+            }
+            for item in slice where nonFinite[item.tensor] != 0 {
+                throw firstNonFinite(floating[item.tensor], request: request)
             }
             for (j, item) in slice.enumerated() {
                 let block = blocks[j]

@@ -50,6 +50,8 @@ struct TileInputs {
             source.copyRaw(start, count, into: raw)
             FloatConversion.toFloat32(raw, dtype: source.dtype, start: 0, count: count, into: tile)
         }
+        // The tile is in the cache now, so the finite check costs one more pass over it.
+        source.checkFinite(tile, count: count)
     }
 }
 

@@ -22,13 +22,20 @@ public final class AtomicOutput {
     /// Bytes written so far (the file's current size when only `write` is used).
     public private(set) var bytesWritten: Int = 0
 
-    /// Creates the temporary file beside `destination`. Throws `.io` if the folder is not
-    /// writable, or if `destination` is an existing directory.
-    public init(destination: String) throws {
+    /// Creates the temporary file beside `destination`, with permissions `mode` (0644 by
+    /// default; a private key uses 0600, which the file has from its creation on). Throws
+    /// `.io` if the folder is not writable, or if `destination` exists and is a directory,
+    /// a device, a pipe or a socket (only regular files are replaced).
+    public init(destination: String, mode: mode_t = 0o644) throws {
         self.destination = destination
         var info = stat()
         if stat(destination, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
             throw NegPatchError(.io, file: destination, "is a directory, expected a file path")
+        }
+        // Renaming over a device, pipe or socket (`-o /dev/null`) would replace that node
+        // with a regular file; outputs only ever replace regular files.
+        if stat(destination, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
+            throw NegPatchError(.io, file: destination, "exists and is not a regular file (a device or pipe); outputs replace only regular files")
         }
         let (folder, name) = splitPath(destination)
         var template = Array("\(folder)/.\(name).tmp-XXXXXX".utf8CString)
@@ -38,7 +45,8 @@ public final class AtomicOutput {
         }
         fd = created
         temporaryPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        _ = fchmod(fd, 0o644)
+        // mkstemp creates the file 0600; widen it only when asked to.
+        if mode != 0o600 { _ = fchmod(fd, mode) }
     }
 
     deinit {

@@ -23,6 +23,9 @@ public struct NegPatchError: Error, CustomStringConvertible, Sendable, Equatable
         case invalidArgument
         /// The operating system refused an I/O operation.
         case io
+        /// A signature check failed: the patch is unsigned, signed by a key that is not
+        /// trusted, or changed after it was signed.
+        case untrusted
     }
 
     /// The kind of failure.

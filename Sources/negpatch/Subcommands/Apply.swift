@@ -32,15 +32,35 @@ struct Apply: ParsableCommand {
     @Flag(name: .customLong("ignore-base-mismatch"), help: "Apply even if the base's fingerprint differs from the patch's.")
     var ignoreBaseMismatch = false
 
+    @Option(name: .customLong("trusted-key"), help: ArgumentHelp(
+        "Refuse the patch unless it carries a valid signature by this public key (KEY.pub from negpatch keygen); repeat to trust several.",
+        valueName: "pub"))
+    var trustedKeys: [String] = []
+
+    @Option(help: ArgumentHelp("The patch's signature file, checked with --trusted-key (default: PATCH.sig).", valueName: "sig"))
+    var signature: String?
+
+    @Flag(name: .customLong("allow-nonfinite"), help: "Apply even if the patched base tensors or the patch hold NaN or infinity.")
+    var allowNonFinite = false
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
     func validate() throws {
         if let lambda { _ = try LambdaList.parse(lambda) }
+        if signature != nil && trustedKeys.isEmpty {
+            throw ValidationError("--signature needs --trusted-key")
+        }
     }
 
     func run() throws {
         let clock = Stopwatch()
+        // The signature is checked before the patch is parsed: an untrusted file never
+        // reaches the patch readers.
+        if !trustedKeys.isEmpty {
+            let keys = try trustedKeys.map { try PatchPublicKey(contentsOf: $0) }
+            try PatchSignature.verify(patch: patch, trustedKeys: keys, signature: signature)
+        }
         let baseCheckpoint = try Checkpoint(path: base)
         let source = try PatchFormats.open(patch)
         let lambdas = try lambda.map(LambdaList.parse) ?? [(source.index.metadata.lambda, nil)]
@@ -54,6 +74,7 @@ struct Apply: ParsableCommand {
         }
         var request = ApplyRequest(base: baseCheckpoint, patch: source, outputs: outputs)
         request.ignoreBaseMismatch = ignoreBaseMismatch
+        request.allowNonFinite = allowNonFinite
         let bar = ProgressBar("apply", quiet: quiet)
         let bytes = try CheckpointPatcher.run(request, progress: bar.update)
         bar.finish()

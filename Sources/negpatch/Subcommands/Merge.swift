@@ -60,6 +60,9 @@ struct Merge: ParsableCommand {
     @Option(name: .customLong("block-size"), help: "Elements per stored block (a multiple of 64).")
     var blockSize = 1 << 20
 
+    @Flag(name: .customLong("allow-nonfinite"), help: "Merge even if an input holds NaN or infinity (by default an error names the file, tensor and element).")
+    var allowNonFinite = false
+
     @Flag(help: "Print the sign-agreement histogram (what each --min-agree would keep).")
     var stats = false
 
@@ -101,6 +104,7 @@ struct Merge: ParsableCommand {
         var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
         request.lambda = lambda
         request.blockElements = blockSize
+        request.allowNonFinite = allowNonFinite
         let patchFormat = PatchOutputOptions.format(format, output: output)
         var options = PatchOutputOptions.writerOptions(format: patchFormat, compression: compression, level: level)
         options.valueType = ValueType(rawValue: values)!

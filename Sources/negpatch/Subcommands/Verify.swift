@@ -11,8 +11,13 @@ struct Verify: ParsableCommand {
             popcounts). With --base, also hashes every tensor of that checkpoint and compares it \
             with the patch's base fingerprint. Prints each check and what it covered.
 
-            Exit status: 0 intact (and the base matches), 1 damaged, unreadable or mismatched \
-            (each problem is listed), 2 on a usage error.
+            With --trusted-key, first checks the patch's detached Ed25519 signature (PATCH.sig) \
+            over the SHA-256 of every byte, before any reader parses the file; an unsigned, \
+            foreign-signed or changed patch fails there.
+
+            Exit status: 0 intact (and the base matches, and the signature is valid), 1 \
+            damaged, unreadable, mismatched or not validly signed (each problem is listed), 2 on \
+            a usage error.
             """
     )
 
@@ -22,17 +27,46 @@ struct Verify: ParsableCommand {
     @Option(help: ArgumentHelp("The checkpoint the patch should apply to.", valueName: "base"))
     var base: String?
 
+    @Option(name: .customLong("trusted-key"), help: ArgumentHelp(
+        "Also require a valid signature by this public key (KEY.pub from negpatch keygen); repeat to trust several.",
+        valueName: "pub"))
+    var trustedKeys: [String] = []
+
+    @Option(help: ArgumentHelp("The patch's signature file, checked with --trusted-key (default: PATCH.sig).", valueName: "sig"))
+    var signature: String?
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
+    func validate() throws {
+        if signature != nil && trustedKeys.isEmpty {
+            throw ValidationError("--signature needs --trusted-key")
+        }
+    }
+
     func run() throws {
         let clock = Stopwatch()
+        // The signature comes first: a patch that is not from a trusted signer is not parsed.
+        var signed = false
+        if !trustedKeys.isEmpty {
+            let keys = try trustedKeys.map { try PatchPublicKey(contentsOf: $0) }
+            do {
+                _ = try PatchSignature.verify(patch: patch, trustedKeys: keys, signature: signature)
+                signed = true
+            } catch let error as NegPatchError {
+                print("verify \(patch)")
+                print("  FAILED  signature       \(error.message)")
+                print("NOT TRUSTED: signature check failed; the patch was not read further")
+                throw ExitCode(1)
+            }
+        }
         let bar = ProgressBar("verify", quiet: quiet)
         let report = PatchVerifier.verify(patch: patch, base: base, progress: bar.update)
         bar.finish()
         var heading = "verify \(patch)"
         if let format = report.format, let size = report.fileSize { heading += " (\(format), \(Terminal.bytes(size)))" }
         print(heading)
+        if signed { print("  ok      signature       Ed25519 by a trusted key over the SHA-256 of every byte") }
         for check in report.checks {
             let mark = check.passed == true ? "ok    " : check.passed == false ? "FAILED" : "skip  "
             print("  \(mark)  \(Terminal.padRight(check.name, 15)) \(check.detail)")
