@@ -46,11 +46,12 @@ corpus=$out/corpus/$target
 crashes=$out/crashes/$target
 mkdir -p "$corpus" "$crashes"
 seeds=()
-[ -d "tools/fuzz/seeds/$target" ] && seeds+=("tools/fuzz/seeds/$target")
+seed_folder=tools/fuzz/seeds/${target%-sealed}
+[ -d "$seed_folder" ] && seeds+=("$seed_folder")
 case $target in
   safetensors) golden=(formats/golden/*.safetensors) ;;
   negpatch) golden=(formats/golden/*.negpatch) ;;
-  hdf5) golden=(formats/golden/*.h5) ;;
+  hdf5|hdf5-sealed) golden=(formats/golden/*.h5) ;;
   *) golden=() ;;
 esac
 for f in "${golden[@]}"; do [ -f "$f" ] && cp -n "$f" "$corpus/" ; done

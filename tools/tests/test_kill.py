@@ -11,7 +11,7 @@ A full disk (a 1 MiB tmpfs, where it can be mounted) and a file size limit (RLIM
 always) must give exit 1, one error line naming the destination, and nothing left behind.
 
 The total time of the kill loops is bounded (KILL_SECONDS, default 60 s).  A command joins
-with one entry in `_commands` (`convert` joins once the HDF5 format is merged).
+with one entry in `_commands`.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def _commands(merged, dataset, key_pair):
                                       "--quiet"], False),
         ("export", lambda out: ["export", m.patch, "-o", out, "--quiet"], True),
         ("sign", lambda out: ["sign", m.patch, "--key", key_pair, "-o", out], True),
+        ("convert", lambda out: ["convert", m.patch, out, "--format", "hdf5", "--quiet"], True),
     ]
 
 
@@ -173,6 +174,9 @@ def _full_disk_cases(merged, key_pair):
         ("merge", lambda out: ["merge", "--base", m.data.base, *m.data.fts, "-o", out, "--quiet"]),
         ("apply", lambda out: ["apply", "--base", m.data.base, "--patch", m.patch, "-o", out, "--quiet"]),
         ("export", lambda out: ["export", m.patch, "-o", out, "--quiet"]),
+        ("convert", lambda out: ["convert", m.patch, out, "--format", "hdf5", "--quiet"]),
+        ("merge to HDF5", lambda out: ["merge", "--base", m.data.base, *m.data.fts, "-o", out, "--format", "hdf5",
+                                       "--quiet"]),
     ]
 
 

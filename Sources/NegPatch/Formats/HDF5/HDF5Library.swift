@@ -31,8 +31,16 @@ enum HDF5Library {
         return mutex
     }()
 
+    /// libhdf5 registers an exit handler that closes every file still open. A file whose
+    /// close failed (a full disk while flushing) stays registered half torn down, and that
+    /// handler then crashed the process inside libhdf5 after the error had been reported.
+    /// NegPatch closes what it opens and discards what it could not finish, so the handler
+    /// is turned off, before the library's first call.
+    private static let turnOffExitHandler: Void = { _ = H5dont_atexit() }()
+
     /// Runs `body` holding the process-wide HDF5 lock (reentrant on the same thread).
     static func locked<T>(_ body: () throws -> T) rethrows -> T {
+        _ = turnOffExitHandler
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         // The automatic error printer is per thread in thread-safe builds: silence it for
@@ -53,7 +61,11 @@ enum HDF5Library {
             }, pointer)
         }
         H5Eclear2(chdf5_e_default())
-        return message
+        // Some of libhdf5's messages span lines (a failed write reports its time stamp with
+        // a line break); errors are one line.
+        return message.split(whereSeparator: \.isNewline)
+            .map { line in String(line.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
     }
 
     /// Throws `HDF5Failure("<what> failed (HDF5: <message>)")` when `status` is negative.
