@@ -25,33 +25,9 @@ public enum XXH64 {
 
     /// The XXH64 of `bytes` with `seed`.
     public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-        let length = bytes.count
-        guard let base = bytes.baseAddress else { return finish(seed &+ p5 &+ 0) }
-        var offset = 0
-        var h: UInt64
-        if length >= 32 {
-            var v1 = seed &+ p1 &+ p2
-            var v2 = seed &+ p2
-            var v3 = seed
-            var v4 = seed &- p1
-            let limit = length - 32
-            while offset <= limit {
-                v1 = round(v1, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)))
-                v2 = round(v2, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
-                v3 = round(v3, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)))
-                v4 = round(v4, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)))
-                offset += 32
-            }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
-            h = mergeRound(h, v1)
-            h = mergeRound(h, v2)
-            h = mergeRound(h, v3)
-            h = mergeRound(h, v4)
-        } else {
-            h = seed &+ p5
-        }
-        h = h &+ UInt64(length)
-        return tail(base + offset, count: length - offset, h)
+        var hasher = Hasher(seed: seed)
+        hasher.update(bytes)
+        return hasher.finalize()
     }
 
     /// A running XXH64 over bytes given in pieces; equals the one-shot hash of their
