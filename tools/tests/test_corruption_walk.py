@@ -25,10 +25,10 @@ import pytest
 import safetensors_np as st
 
 #: format name -> function(cli, workdir, negpatch_path) -> path of a small patch of that
-#: format with the same content.  HDF5 joins here once its writer is merged, e.g.
-#: ``"hdf5": lambda cli, d, p: _convert(cli, p, os.path.join(d, "small.h5"))``.
+#: format with the same content.
 PATCH_MAKERS = {
     "negpatch": lambda cli, folder, patch: patch,
+    "hdf5": lambda cli, folder, patch: _convert(cli, patch, os.path.join(folder, "small.h5")),
 }
 
 #: format name -> function(data: bytes, offset: int) -> bool, True where the format's
@@ -38,7 +38,7 @@ HARMLESS: dict = {}
 #: format name -> walk every k-th offset only (default 1: every byte). For formats whose
 #: smallest file is large (an HDF5 container is ~18 kB), with the full walk done in-process
 #: by the format's own Swift tests.
-STRIDE: dict = {}
+STRIDE: dict = {"hdf5": 11}
 
 # XOR patterns, cycled over the offsets: low bit, high bit, every bit.
 PATTERNS = (0x01, 0x80, 0xFF)
