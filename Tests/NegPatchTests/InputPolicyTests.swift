@@ -112,6 +112,36 @@ import Testing
         #expect(error?.message.hasPrefix("non-finite task-vector value nan at element 77 (index [7, 7])") == true, "\(String(describing: error))")
     }
 
+    /// The load-time patcher follows the same policy as `apply`.
+    @Test func thePatcherRefusesNonFiniteValuesUnlessAllowed() throws {
+        let folder = TemporaryFolder()
+        var tau = [Float](repeating: 0, count: 100)
+        tau[3] = 1
+        _ = try writePatch(folder.file("p.negpatch"), [("w", .F32, [10, 10], tau)])
+        var base = [Float](repeating: 0.5, count: 100)
+        base[42] = .infinity
+        let patcher = try Patcher(patch: PatchFormats.open(folder.file("p.negpatch")))
+        let error = base.withUnsafeMutableBytes { data in
+            #expect(throws: NegPatchError.self) { try patcher.patch(tensor: "w", dtype: .F32, shape: [10, 10], data: data) }
+        }
+        #expect(error?.code == .invalidValue)
+        #expect(error?.message.hasPrefix("non-finite value inf at element 42 (index [4, 2])") == true, "\(String(describing: error))")
+        #expect(base[3] == 0.5, "nothing changes when the tensor is refused")
+        let lenient = try Patcher(patch: PatchFormats.open(folder.file("p.negpatch")), allowNonFinite: true)
+        try base.withUnsafeMutableBytes { _ = try lenient.patch(tensor: "w", dtype: .F32, shape: [10, 10], data: $0) }
+        #expect(base[3] == 0.5 - 0.75)
+        // A NaN in the patch's values is refused too, naming the patch.
+        tau[77] = .nan
+        _ = try writePatch(folder.file("nan.negpatch"), [("w", .F32, [10, 10], tau)])
+        base[42] = 0.5
+        let nanPatcher = try Patcher(patch: PatchFormats.open(folder.file("nan.negpatch")))
+        let nanError = base.withUnsafeMutableBytes { data in
+            #expect(throws: NegPatchError.self) { try nanPatcher.patch(tensor: "w", dtype: .F32, shape: [10, 10], data: data) }
+        }
+        #expect(nanError?.file == folder.file("nan.negpatch"))
+        #expect(nanError?.message.contains("at element 77") == true)
+    }
+
     @Test func finiteChecksAgreeWithIsFiniteForEveryDtype() {
         var rng = SeededGenerator(seed: 3)
         let specials: [Float] = [.nan, .infinity, -.infinity, .greatestFiniteMagnitude, -0.0, .leastNonzeroMagnitude, 65504, 70000]

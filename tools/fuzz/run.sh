@@ -11,7 +11,8 @@
 # (10 s for one input) stops the run with a non-zero status; the input is saved in
 # .build-fuzz/crashes/TARGET/ and should become a regression test in Tests/NegPatchTests
 # (and a seed file). Every run appends "date target seconds executions status" to
-# .build-fuzz/runs.tsv; tools/fuzz/run.sh --totals prints the sums per target.
+# .build-fuzz/runs.tsv; tools/fuzz/run.sh --totals prints the sums per target. A dictionary
+# of the format's keywords (tools/fuzz/dictionaries/TARGET.dict) is used where there is one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=.build-fuzz
@@ -56,10 +57,13 @@ case $target in
 esac
 for f in "${golden[@]}"; do [ -f "$f" ] && cp -n "$f" "$corpus/" ; done
 
+dict=()
+[ -f "tools/fuzz/dictionaries/${target%-sealed}.dict" ] && dict=(-dict="tools/fuzz/dictionaries/${target%-sealed}.dict")
+
 log=$(mktemp)
 set +e
 "$binary" "$corpus" "${seeds[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
-  -malloc_limit_mb=2048 -artifact_prefix="$crashes/" -print_final_stats=1 "$@" 2>"$log"
+  -malloc_limit_mb=2048 -artifact_prefix="$crashes/" -print_final_stats=1 "${dict[@]}" "$@" 2>"$log"
 status=$?
 set -e
 runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)

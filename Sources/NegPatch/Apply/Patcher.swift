@@ -16,9 +16,14 @@ public final class Patcher: Sendable {
     public let lambda: Double
     private let tensorIndex: [String: Int]
 
+    /// Whether NaN or infinity in a patched tensor or in the patch's values is accepted;
+    /// when not, `patch(tensor:...)` throws `.invalidValue` naming the tensor and element.
+    public let allowNonFinite: Bool
+
     /// Creates a patcher for `patch` with `lambda` (default: the patch's recommended one).
     /// Throws `.invalidArgument` for a non-finite lambda.
-    public init(patch: any PatchSource, lambda: Double? = nil) throws {
+    public init(patch: any PatchSource, lambda: Double? = nil, allowNonFinite: Bool = false) throws {
+        self.allowNonFinite = allowNonFinite
         self.patch = patch
         let value = lambda ?? patch.index.metadata.lambda
         guard value.isFinite else {
@@ -36,8 +41,9 @@ public final class Patcher: Sendable {
 
     /// Patches the raw bytes of tensor `name` in place. Returns false (and changes nothing)
     /// when the patch has no entry for it. Throws `.mismatch` if dtype, shape or byte count
-    /// differ from the patch's, and `.corrupt` if a block fails its checks; on a throw, the
-    /// blocks already applied stay applied.
+    /// differ from the patch's, `.invalidValue` for NaN or infinity in the tensor (before
+    /// changing it) or in the patch (unless `allowNonFinite`), and `.corrupt` if a block
+    /// fails its checks; on a throw, the blocks already applied stay applied.
     @discardableResult
     public func patch(tensor name: String, dtype: DType, shape: [Int], data: UnsafeMutableRawBufferPointer) throws -> Bool {
         guard let t = tensorIndex[name] else { return false }
@@ -47,8 +53,20 @@ public final class Patcher: Sendable {
                                 "patch expects \(entry.dtype) \(describeShape(entry.shape)), got \(dtype) \(describeShape(shape)) (\(data.count) bytes)")
         }
         guard let start = data.baseAddress else { return true }
+        // The tensor is checked whole before anything changes; each block's values as it
+        // is decoded.
+        if !allowNonFinite, let bad = FiniteValues.firstNonFinite(start, dtype: dtype, count: entry.elements) {
+            throw NegPatchError(.invalidValue, file: nil, tensor: name,
+                                "non-finite value \(FiniteValues.value(start, dtype: dtype, at: bad)) at "
+                                + "\(FiniteValues.describe(element: bad, shape: shape)) of the tensor being patched")
+        }
         try Parallel.forEach(entry.blocks.count) { b in
             let block = try patch.block(tensor: t, block: b)
+            if !allowNonFinite, let j = block.values.firstIndex(where: { !$0.isFinite }) {
+                let element = b * entry.blockElements + (block.indices.map { Int($0[j]) } ?? j)
+                throw NegPatchError(.invalidValue, file: patch.path, tensor: name,
+                                    "non-finite task-vector value \(block.values[j]) at \(FiniteValues.describe(element: element, shape: shape))")
+            }
             PatchKernels.apply(block, to: start + b * entry.blockElements * dtype.size, dtype: dtype, lambda: lambda)
         }
         return true
