@@ -115,12 +115,20 @@ enum HDF5 {
 
     // MARK: Writing attributes
 
-    private static func writeAttribute(_ location: hid_t, _ name: String, type: hid_t, space: hid_t,
-                                       _ data: UnsafeRawPointer) throws {
+    private static func writeAttribute(_ location: hid_t, _ name: String, type: hid_t, memoryType: hid_t? = nil,
+                                       space: hid_t, _ data: UnsafeRawPointer) throws {
         let attribute = try HDF5Library.check(id: H5Acreate2(location, name, type, space, chdf5_p_default(), chdf5_p_default()),
                                               "creating attribute '\(name)'")
         defer { H5Aclose(attribute) }
-        try HDF5Library.check(H5Awrite(attribute, type, data), "writing attribute '\(name)'")
+        try HDF5Library.check(H5Awrite(attribute, memoryType ?? type, data), "writing attribute '\(name)'")
+    }
+
+    /// A scalar attribute stored as `type`, written from `value` of `memoryType`.
+    private static func setScalar<T>(_ location: hid_t, _ name: String, type: hid_t, memoryType: hid_t, _ value: T) throws {
+        let space = try scalarSpace()
+        defer { H5Sclose(space) }
+        var v = value
+        try withUnsafeBytes(of: &v) { try writeAttribute(location, name, type: type, memoryType: memoryType, space: space, $0.baseAddress!) }
     }
 
     /// A scalar string attribute. Throws if `value` holds U+0000, which HDF5 cannot store.
@@ -145,46 +153,27 @@ enum HDF5 {
 
     /// A scalar int64 attribute.
     static func setInt(_ location: hid_t, _ name: String, _ value: Int) throws {
-        let space = try scalarSpace()
-        defer { H5Sclose(space) }
-        var v = Int64(value)
-        let attribute = try HDF5Library.check(
-            id: H5Acreate2(location, name, chdf5_t_std_i64le(), space, chdf5_p_default(), chdf5_p_default()), "creating attribute '\(name)'")
-        defer { H5Aclose(attribute) }
-        try HDF5Library.check(H5Awrite(attribute, chdf5_t_native_int64(), &v), "writing attribute '\(name)'")
+        try setScalar(location, name, type: chdf5_t_std_i64le(), memoryType: chdf5_t_native_int64(), Int64(value))
     }
 
     /// A one-dimensional int64 attribute (empty arrays allowed).
     static func setInts(_ location: hid_t, _ name: String, _ values: [Int]) throws {
         let space = try vectorSpace(values.count)
         defer { H5Sclose(space) }
-        var data = values.map { Int64($0) } + [0]
-        let attribute = try HDF5Library.check(
-            id: H5Acreate2(location, name, chdf5_t_std_i64le(), space, chdf5_p_default(), chdf5_p_default()), "creating attribute '\(name)'")
-        defer { H5Aclose(attribute) }
-        try HDF5Library.check(H5Awrite(attribute, chdf5_t_native_int64(), &data), "writing attribute '\(name)'")
+        let data = values.map { Int64($0) } + [0]
+        try data.withUnsafeBytes {
+            try writeAttribute(location, name, type: chdf5_t_std_i64le(), memoryType: chdf5_t_native_int64(), space: space, $0.baseAddress!)
+        }
     }
 
     /// A scalar float64 attribute.
     static func setDouble(_ location: hid_t, _ name: String, _ value: Double) throws {
-        let space = try scalarSpace()
-        defer { H5Sclose(space) }
-        var v = value
-        let attribute = try HDF5Library.check(
-            id: H5Acreate2(location, name, chdf5_t_ieee_f64le(), space, chdf5_p_default(), chdf5_p_default()), "creating attribute '\(name)'")
-        defer { H5Aclose(attribute) }
-        try HDF5Library.check(H5Awrite(attribute, chdf5_t_native_double(), &v), "writing attribute '\(name)'")
+        try setScalar(location, name, type: chdf5_t_ieee_f64le(), memoryType: chdf5_t_native_double(), value)
     }
 
     /// A scalar uint8 attribute.
     static func setUInt8(_ location: hid_t, _ name: String, _ value: UInt8) throws {
-        let space = try scalarSpace()
-        defer { H5Sclose(space) }
-        var v = value
-        let attribute = try HDF5Library.check(
-            id: H5Acreate2(location, name, chdf5_t_std_u8le(), space, chdf5_p_default(), chdf5_p_default()), "creating attribute '\(name)'")
-        defer { H5Aclose(attribute) }
-        try HDF5Library.check(H5Awrite(attribute, chdf5_t_native_uint8(), &v), "writing attribute '\(name)'")
+        try setScalar(location, name, type: chdf5_t_std_u8le(), memoryType: chdf5_t_native_uint8(), value)
     }
 
     // MARK: Reading attributes
