@@ -48,15 +48,9 @@ public final class NegPatchWriter: PatchWriter {
     }
 
     public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
-        var mask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
-        var packed = [Float](repeating: 0, count: count + 8)
-        let nonzeros = mask.withUnsafeMutableBufferPointer { m in
-            packed.withUnsafeMutableBufferPointer { v in
-                Bitmask.pack(dense, count: count, mask: m.baseAddress!, values: v.baseAddress!)
-            }
-        }
+        let (mask, packed) = Bitmask.pack(dense, count: count)
         return try packed.withUnsafeBufferPointer { v in
-            try Self.encode(dense: dense, count: count, mask: mask, packed: v.baseAddress!, nonzeros: nonzeros,
+            try Self.encode(dense: dense, count: count, mask: mask, packed: v.baseAddress!, nonzeros: v.count,
                             level: level, valueType: valueType)
         }
     }

@@ -6,25 +6,26 @@ public enum BaseFingerprint {
     /// Fingerprints every tensor of `checkpoint`, hashing tensors in parallel.
     public static func compute(_ checkpoint: Checkpoint) -> [FingerprintEntry] {
         let tensors = checkpoint.tensors
-        // Hashed through pread in 1 MiB pieces: copying from the page cache is cheaper than
-        // faulting every page of the base into this process's mapping.
+        // Hashed through pread in pieces that stay in the cache: copying from the page cache
+        // is cheaper than faulting every page of the base into this process's mapping.
+        let piece = 1 << 18
+        let buffers = BufferPool<UInt8>(capacity: piece)
         let digests = (try? Parallel.map(tensors.count) { i -> UInt64 in
             let tensor = tensors[i]
             let file = checkpoint.shards[tensor.shard].file
-            let piece = 1 << 20
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece, alignment: 64)
-            defer { buffer.deallocate() }
-            var hasher = XXH64.Hasher()
-            var done = 0
-            while done < tensor.info.byteCount {
-                let count = min(piece, tensor.info.byteCount - done)
-                guard file.read(tensor.info.fileOffset + done, count, into: buffer) else {
-                    return XXH64.hash(checkpoint.data(tensor))
+            return buffers.withBuffer { buffer in
+                var hasher = XXH64.Hasher()
+                var done = 0
+                while done < tensor.info.byteCount {
+                    let count = min(piece, tensor.info.byteCount - done)
+                    guard file.read(tensor.info.fileOffset + done, count, into: buffer) else {
+                        return XXH64.hash(checkpoint.data(tensor))
+                    }
+                    hasher.update(UnsafeRawBufferPointer(start: buffer, count: count))
+                    done += count
                 }
-                hasher.update(UnsafeRawBufferPointer(start: buffer, count: count))
-                done += count
+                return hasher.finalize()
             }
-            return hasher.finalize()
         }) ?? []
         return zip(tensors, digests).map { tensor, digest in
             FingerprintEntry(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape, digest: digest)

@@ -76,3 +76,41 @@ func forEachTile(count: Int, tile: Int, _ body: (_ offset: Int, _ length: Int) -
         offset += length
     }
 }
+
+/// Agreement histograms kept one per vector lane, summed at the end.
+///
+/// Neighbouring elements mostly share m, so a single histogram would make every increment
+/// wait for the one before it; a histogram per lane keeps them independent.
+struct LaneHistograms {
+    /// Lanes of the vector loops that record into it.
+    static let lanes = 8
+    /// Agreement counts of eight elements.
+    typealias Counts = SIMD8<Int32>
+    private let buckets: Int
+    private let counts: UnsafeMutablePointer<Int>
+
+    /// Histograms of `buckets` counts (n + 1), all zero.
+    init(buckets: Int) {
+        self.buckets = buckets
+        counts = .allocate(capacity: Self.lanes * buckets)
+        counts.initialize(repeating: 0, count: Self.lanes * buckets)
+    }
+
+    /// Frees the counts.
+    func deallocate() { counts.deallocate() }
+
+    /// Counts one element per lane, each at bucket `m[lane]` (0 ... n).
+    @inline(__always)
+    func record(_ m: Counts) {
+        for lane in 0..<Self.lanes {
+            counts[lane * buckets + Int(m[lane])] &+= 1
+        }
+    }
+
+    /// Adds the lanes' counts to `histogram` (`buckets` counts).
+    func add(into histogram: UnsafeMutablePointer<Int>) {
+        for lane in 0..<Self.lanes {
+            for m in 0..<buckets { histogram[m] &+= counts[lane * buckets + m] }
+        }
+    }
+}

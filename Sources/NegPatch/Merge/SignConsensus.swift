@@ -38,82 +38,85 @@ struct SignConsensusKernel: MergeKernel {
     let models: [TensorSource]
     let minAgree: Int
 
+    /// Elements per step of the vector loops.
+    private static let lanes = LaneHistograms.lanes
+    private typealias Lanes = SIMD8<Float>
+    private typealias Counts = LaneHistograms.Counts
+
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
         let inputs = TileInputs(base: base, models: models)
-        defer { inputs.deallocate() }
+        // One histogram per lane: consecutive elements mostly share m, and one shared
+        // counter would make every increment wait for the previous one.
+        let histogram = LaneHistograms(buckets: models.count + 1)
+        defer {
+            inputs.deallocate()
+            histogram.add(into: agreement)
+            histogram.deallocate()
+        }
         forEachTile(count: count, tile: inputs.capacity) { offset, c in
             let (b, fts) = inputs.load(start: start + offset, count: c)
-            let vectorised = c & ~3
+            let vectorised = c - c % Self.lanes
             if minAgree == models.count {
-                unanimous(b, fts, out + offset, vectorised, agreement)
+                unanimous(b, fts, out + offset, vectorised, histogram)
             } else {
-                relaxed(b, fts, out + offset, vectorised, agreement)
+                relaxed(b, fts, out + offset, vectorised, histogram)
             }
             scalarTail(b, fts, out + offset, from: vectorised, to: c, agreement)
         }
     }
 
     /// NegMerge proper: one running sum suffices, since a kept element has every task vector
-    /// of one sign. Four elements at a time, every accumulator in a register while the n
+    /// of one sign. Eight elements at a time, every accumulator in registers while the n
     /// models stream through; each input is read once.
     @inline(__always)
     private func unanimous(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
-                           _ count: Int, _ agreement: UnsafeMutablePointer<Int>) {
+                           _ count: Int, _ histogram: LaneHistograms) {
         let n = models.count
-        let zero = SIMD4<Float>.zero, one = SIMD4<Float>(repeating: 1), all = SIMD4<Float>(repeating: Float(n))
+        let zero = Lanes.zero, all = Counts(repeating: Int32(n)), divisor = Lanes(repeating: Float(n))
         var i = 0
         while i < count {
-            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
-            var sum = zero, pos = zero, neg = zero
+            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            var sum = zero, pos = Counts.zero, neg = Counts.zero
             for k in 0..<n {
-                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: SIMD4<Float>.self) - baseLanes
+                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: Lanes.self) - baseLanes
                 sum += x
-                pos += zero.replacing(with: one, where: x .> zero)
-                neg += zero.replacing(with: one, where: x .< zero)
+                pos &+= Counts.zero.replacing(with: 1, where: x .> zero)
+                neg &+= Counts.zero.replacing(with: 1, where: x .< zero)
             }
             let keep = (pos .== all) .| (neg .== all)
-            UnsafeMutableRawPointer(o + i).storeBytes(of: zero.replacing(with: sum / all, where: keep), as: SIMD4<Float>.self)
-            Self.record(pos, neg, agreement)
-            i += 4
+            UnsafeMutableRawPointer(o + i).storeBytes(of: zero.replacing(with: sum / divisor, where: keep), as: Lanes.self)
+            histogram.record(pos.replacing(with: neg, where: neg .> pos))
+            i += Self.lanes
         }
     }
 
     /// Relaxed consensus: the sums of positive and of negative values are kept apart.
     @inline(__always)
     private func relaxed(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
-                         _ count: Int, _ agreement: UnsafeMutablePointer<Int>) {
+                         _ count: Int, _ histogram: LaneHistograms) {
         let n = models.count
-        let zero = SIMD4<Float>.zero, one = SIMD4<Float>(repeating: 1), required = SIMD4<Float>(repeating: Float(minAgree))
+        let zero = Lanes.zero, required = Counts(repeating: Int32(minAgree))
         var i = 0
         while i < count {
-            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
-            var sumPos = zero, sumNeg = zero, pos = zero, neg = zero
+            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            var sumPos = zero, sumNeg = zero, pos = Counts.zero, neg = Counts.zero
             for k in 0..<n {
-                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: SIMD4<Float>.self) - baseLanes
+                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: Lanes.self) - baseLanes
                 let isPos = x .> zero, isNeg = x .< zero
                 // Adding +0 leaves a sum unchanged, so each is exactly the model-order sum of
                 // the values of its sign.
                 sumPos += zero.replacing(with: x, where: isPos)
                 sumNeg += zero.replacing(with: x, where: isNeg)
-                pos += zero.replacing(with: one, where: isPos)
-                neg += zero.replacing(with: one, where: isNeg)
+                pos &+= Counts.zero.replacing(with: 1, where: isPos)
+                neg &+= Counts.zero.replacing(with: 1, where: isNeg)
             }
             let keepPos = (pos .> neg) .& (pos .>= required)
             let keepNeg = (neg .> pos) .& (neg .>= required)
-            let result = zero.replacing(with: sumPos / pos, where: keepPos).replacing(with: sumNeg / neg, where: keepNeg)
-            UnsafeMutableRawPointer(o + i).storeBytes(of: result, as: SIMD4<Float>.self)
-            Self.record(pos, neg, agreement)
-            i += 4
+            let result = zero.replacing(with: sumPos / Lanes(pos), where: keepPos).replacing(with: sumNeg / Lanes(neg), where: keepNeg)
+            UnsafeMutableRawPointer(o + i).storeBytes(of: result, as: Lanes.self)
+            histogram.record(pos.replacing(with: neg, where: neg .> pos))
+            i += Self.lanes
         }
-    }
-
-    @inline(__always)
-    private static func record(_ pos: SIMD4<Float>, _ neg: SIMD4<Float>, _ agreement: UnsafeMutablePointer<Int>) {
-        let m = pos.replacing(with: neg, where: neg .> pos)
-        agreement[Int(m[0])] &+= 1
-        agreement[Int(m[1])] &+= 1
-        agreement[Int(m[2])] &+= 1
-        agreement[Int(m[3])] &+= 1
     }
 
     private func scalarTail(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,

@@ -41,6 +41,46 @@ public enum Bitmask {
         return kept
     }
 
+    /// Packs `count` dense values into a mask and an array of exactly the nonzero values
+    /// (counted first, so a sparse block allocates only what it keeps).
+    public static func pack(_ dense: UnsafePointer<Float>, count: Int) -> (mask: [UInt8], values: [Float]) {
+        let nonzeros = nonzeroCount(dense, count: count)
+        var mask = [UInt8](repeating: 0, count: byteCount(count))
+        // One slot more than kept: the packing loop stores past the last kept value.
+        let values = [Float](unsafeUninitializedCapacity: nonzeros + 1) { buffer, initialized in
+            initialized = mask.withUnsafeMutableBufferPointer { m in
+                pack(dense, count: count, mask: m.baseAddress!, values: buffer.baseAddress!)
+            }
+        }
+        return (mask, values)
+    }
+
+    /// The number of nonzero values (zeros of either sign excluded; NaN counted) among
+    /// `count` dense values.
+    public static func nonzeroCount(_ dense: UnsafePointer<Float>, count: Int) -> Int {
+        var total = 0
+        var start = 0
+        // Int32 lanes, folded into the total every 2^24 elements, long before they could
+        // overflow.
+        while start < count {
+            let end = min(count, start + (1 << 24))
+            var lanes = SIMD8<Int32>.zero
+            var i = start
+            while i + 8 <= end {
+                let v = UnsafeRawPointer(dense + i).loadUnaligned(as: SIMD8<Float>.self)
+                lanes &+= SIMD8<Int32>.zero.replacing(with: 1, where: v .!= SIMD8<Float>.zero)
+                i += 8
+            }
+            total += Int(lanes.wrappedSum())
+            while i < end {
+                if dense[i] != 0 { total += 1 }
+                i += 1
+            }
+            start = end
+        }
+        return total
+    }
+
     /// The number of set bits in a mask of `count` elements, and whether its padding bits
     /// (beyond `count` in the last byte) are all zero.
     public static func popcount(_ mask: UnsafePointer<UInt8>, count: Int) -> (setBits: Int, cleanPadding: Bool) {

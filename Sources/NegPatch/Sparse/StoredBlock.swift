@@ -36,21 +36,10 @@ struct StoredBlock {
         case (.sparse, _):
             // A dense block, or a sparse one whose values decoded to zeros (a lossy value type
             // can round a small value to zero): pack the dense values afresh.
-            var packedMask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
-            var packed = [Float](repeating: 0, count: count + 8)
-            let kept = packedMask.withUnsafeMutableBufferPointer { m in
-                packed.withUnsafeMutableBufferPointer { v in
-                    var dense = [Float](repeating: 0, count: count)
-                    dense.withUnsafeMutableBufferPointer { if count > 0 { block.expand(into: $0.baseAddress!) } }
-                    return dense.withUnsafeBufferPointer { dense in
-                        count == 0 ? 0 : Bitmask.pack(dense.baseAddress!, count: count, mask: m.baseAddress!, values: v.baseAddress!)
-                    }
-                }
-            }
-            packed.removeLast(packed.count - kept)
-            mask = packedMask
-            values = packed
-            nonzeros = kept
+            var dense = [Float](repeating: 0, count: count)
+            dense.withUnsafeMutableBufferPointer { if count > 0 { block.expand(into: $0.baseAddress!) } }
+            (mask, values) = count == 0 ? ([], []) : dense.withUnsafeBufferPointer { Bitmask.pack($0.baseAddress!, count: count) }
+            nonzeros = values.count
         }
     }
 }

@@ -91,13 +91,8 @@ public final class HDF5PatchWriter: PatchWriter {
     // MARK: Preparing blocks (any thread, no HDF5)
 
     public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
-        var mask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
-        var packed = [Float](repeating: 0, count: count + 8)
-        let nonzeros = mask.withUnsafeMutableBufferPointer { m in
-            packed.withUnsafeMutableBufferPointer { v in
-                Bitmask.pack(dense, count: count, mask: m.baseAddress!, values: v.baseAddress!)
-            }
-        }
+        let (mask, packed) = Bitmask.pack(dense, count: count)
+        let nonzeros = packed.count
         var encoding = BlockEncoding.sparse
         if nonzeros * 4 > count {
             // The .negpatch writer's choice, so that both formats of one merge hold the same
