@@ -6,25 +6,41 @@ public enum Zstd {
     /// The default compression level of patch parts.
     public static let defaultLevel: Int32 = 3
 
+    /// Compression contexts kept between calls: a context keeps its workspace, so block
+    /// after block compresses without allocating and clearing a new one.
+    private static let compressors = Pool<OpaquePointer>(
+        make: {
+            guard let context = ZSTD_createCCtx() else {
+                throw NegPatchError(.io, file: nil, "zstd: cannot allocate a compression context")
+            }
+            return context
+        },
+        destroy: { ZSTD_freeCCtx($0) })
+
     /// Compresses `source` into one frame at `level`.
     public static func compress(_ source: UnsafeRawBufferPointer, level: Int32) throws -> [UInt8] {
-        guard let context = ZSTD_createCCtx() else {
-            throw NegPatchError(.io, file: nil, "zstd: cannot allocate a compression context")
+        try compressors.withResource { context in
+            ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters)
+            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+            ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
+            ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1)
+            let bound = ZSTD_compressBound(source.count)
+            var failure: Int?
+            let output = [UInt8](unsafeUninitializedCapacity: bound) { out, initialized in
+                let written = ZSTD_compress2(context, out.baseAddress, bound,
+                                             source.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, source.count)
+                if ZSTD_isError(written) != 0 {
+                    failure = written
+                    initialized = 0
+                } else {
+                    initialized = written
+                }
+            }
+            if let failure {
+                throw NegPatchError(.io, file: nil, "zstd compression failed: \(String(cString: ZSTD_getErrorName(failure)))")
+            }
+            return output
         }
-        defer { ZSTD_freeCCtx(context) }
-        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
-        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
-        ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1)
-        let bound = ZSTD_compressBound(source.count)
-        var output = [UInt8](repeating: 0, count: bound)
-        let written = output.withUnsafeMutableBytes { out in
-            ZSTD_compress2(context, out.baseAddress, bound, source.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, source.count)
-        }
-        if ZSTD_isError(written) != 0 {
-            throw NegPatchError(.io, file: nil, "zstd compression failed: \(String(cString: ZSTD_getErrorName(written)))")
-        }
-        output.removeLast(bound - written)
-        return output
     }
 
     /// Decompresses one frame that must hold exactly `expectedSize` bytes into

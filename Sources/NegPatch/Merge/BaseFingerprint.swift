@@ -9,11 +9,11 @@ public enum BaseFingerprint {
         // Hashed through pread in pieces that stay in the cache: copying from the page cache
         // is cheaper than faulting every page of the base into this process's mapping.
         let piece = 1 << 18
-        let buffers = BufferPool<UInt8>(capacity: piece)
+        let buffers = Pool.buffers(of: UInt8.self, capacity: piece)
         let digests = (try? Parallel.map(tensors.count) { i -> UInt64 in
             let tensor = tensors[i]
             let file = checkpoint.shards[tensor.shard].file
-            return buffers.withBuffer { buffer in
+            return try buffers.withResource { buffer in
                 var hasher = XXH64.Hasher()
                 var done = 0
                 while done < tensor.info.byteCount {

@@ -188,7 +188,7 @@ public enum Merger {
         }
 
         let window = max(4, request.threads * 3)
-        let denseBlocks = BufferPool<Float>(capacity: request.blockElements)
+        let denseBlocks = Pool.buffers(of: Float.self, capacity: request.blockElements)
         var windowStart = 0
         while windowStart < items.count {
             let slice = Array(items[windowStart..<min(items.count, windowStart + window)])
@@ -200,7 +200,7 @@ public enum Merger {
             let blocks = try histograms.withUnsafeMutableBufferPointer { histograms in
                 try Parallel.map(slice.count) { j -> PreparedBlock in
                     let item = slice[j]
-                    return try denseBlocks.withBuffer { dense in
+                    return try denseBlocks.withResource { dense in
                         activeKernels[item.tensor]!.merge(start: item.start, count: item.count, into: dense,
                                                           agreement: histograms.baseAddress! + j * (n + 1))
                         return try writer.prepare(dense: dense, count: item.count)
