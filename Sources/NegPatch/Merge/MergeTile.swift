@@ -102,9 +102,15 @@ struct LaneHistograms {
     /// Counts one element per lane, each at bucket `m[lane]` (0 ... n).
     @inline(__always)
     func record(_ m: Counts) {
-        for lane in 0..<Self.lanes {
-            counts[lane * buckets + Int(m[lane])] &+= 1
-        }
+        // Spelled out lane by lane: a loop here was left rolled, spilling m to the stack.
+        counts[Int(m[0])] &+= 1
+        counts[buckets + Int(m[1])] &+= 1
+        counts[2 * buckets + Int(m[2])] &+= 1
+        counts[3 * buckets + Int(m[3])] &+= 1
+        counts[4 * buckets + Int(m[4])] &+= 1
+        counts[5 * buckets + Int(m[5])] &+= 1
+        counts[6 * buckets + Int(m[6])] &+= 1
+        counts[7 * buckets + Int(m[7])] &+= 1
     }
 
     /// Adds the lanes' counts to `histogram` (`buckets` counts).

@@ -22,66 +22,107 @@ public struct TiesMerging: MergeMethod {
 
     public func kernel(for tensor: MergeTensor) throws -> any MergeKernel {
         let keep = Int((density * Double(tensor.elements)).rounded(.down))
-        let thresholds = try tensor.models.map { model in
-            keep == 0 ? Float.infinity : try Self.threshold(base: tensor.base, model: model, elements: tensor.elements, rank: keep)
-        }
+        let thresholds = keep == 0
+            ? [Float](repeating: .infinity, count: tensor.models.count)
+            : try Self.thresholds(base: tensor.base, models: tensor.models, elements: tensor.elements, rank: keep)
         return TiesKernel(base: tensor.base, models: tensor.models, thresholds: thresholds)
     }
 
-    /// The `rank`-th largest |ft - base| over the tensor (1-based, duplicates counted).
-    static func threshold(base: TensorSource, model: TensorSource, elements: Int, rank: Int) throws -> Float {
-        // |x| of a float orders like its bit pattern with the sign cleared, so select on the
-        // high 16 bits first, then on the low 16 bits within the chosen bucket.
-        let high = try magnitudeHistogram(base: base, model: model, elements: elements, bucket: nil)
-        let (highBucket, above) = select(high, rank: rank)
-        let low = try magnitudeHistogram(base: base, model: model, elements: elements, bucket: highBucket)
-        let (lowBucket, _) = select(low, rank: rank - above)
-        return Float(bitPattern: UInt32(highBucket) << 16 | UInt32(lowBucket))
+    /// Models whose histograms are counted in one pass over the tensor: at most this many
+    /// histograms per thread, so memory stays flat in n.
+    static let modelsPerPass = 8
+
+    /// For every model, the `rank`-th largest |ft - base| over the tensor (1-based,
+    /// duplicates counted).
+    ///
+    /// |x| of a float orders like its bit pattern with the sign cleared, so the select runs
+    /// on the high 16 bits first, then on the low 16 bits within the chosen bucket: two
+    /// passes over the tensor, each reading the base once for up to `modelsPerPass` models.
+    static func thresholds(base: TensorSource, models: [TensorSource], elements: Int, rank: Int) throws -> [Float] {
+        var thresholds: [Float] = []
+        for first in stride(from: 0, to: models.count, by: modelsPerPass) {
+            let group = Array(models[first..<min(models.count, first + modelsPerPass)])
+            let high = try magnitudeHistograms(base: base, models: group, elements: elements, within: nil)
+            let picks = group.indices.map { k in select(high[k * highBuckets ..< (k + 1) * highBuckets], rank: rank) }
+            let low = try magnitudeHistograms(base: base, models: group, elements: elements, within: picks.map(\.bucket))
+            for (k, pick) in picks.enumerated() {
+                let (lowBucket, _) = select(low[k * lowBuckets ..< (k + 1) * lowBuckets], rank: rank - pick.above)
+                thresholds.append(Float(bitPattern: UInt32(pick.bucket) << 16 | UInt32(lowBucket)))
+            }
+        }
+        return thresholds
     }
 
+    /// Buckets of the high pass (the 15 magnitude bits above the low 16) and of the low pass.
+    private static let highBuckets = 1 << 15, lowBuckets = 1 << 16
+
     /// The bucket holding the `rank`-th largest entry, and how many entries lie above it.
-    private static func select(_ histogram: [Int], rank: Int) -> (bucket: Int, above: Int) {
+    private static func select(_ histogram: ArraySlice<Int>, rank: Int) -> (bucket: Int, above: Int) {
         var above = 0
-        for bucket in stride(from: histogram.count - 1, through: 0, by: -1) {
-            if above + histogram[bucket] >= rank { return (bucket, above) }
-            above += histogram[bucket]
+        for (bucket, count) in histogram.enumerated().reversed() {
+            if above + count >= rank { return (bucket, above) }
+            above += count
         }
         return (0, above)
     }
 
-    /// Counts of the high 16 bits of |x| (bucket nil), or of the low 16 bits of the elements
-    /// whose high bits equal `bucket`. Chunks are counted in parallel.
-    private static func magnitudeHistogram(base: TensorSource, model: TensorSource, elements: Int, bucket: Int?) throws -> [Int] {
-        let chunk = 1 << 20
-        let chunks = (elements + chunk - 1) / chunk
-        let partial = try Parallel.map(chunks) { c -> [Int] in
-            var counts = [Int](repeating: 0, count: 1 << 16)
-            let inputs = TileInputs(base: base, models: [model])
+    /// Per model, one after the other, counts of the high 16 bits of |x| (`within` nil,
+    /// `highBuckets` each), or of the low 16 bits of the elements whose high bits equal
+    /// `within[k]` (`lowBuckets` each). The tensor is split into one range per thread, each
+    /// counted into 32-bit counters.
+    private static func magnitudeHistograms(base: TensorSource, models: [TensorSource], elements: Int,
+                                            within: [Int]?) throws -> [Int] {
+        let buckets = within == nil ? highBuckets : lowBuckets
+        // Ranges of at most 2^31 elements, so no 32-bit counter can overflow.
+        let ranges = elements < 1 << 16 ? 1 : max(ProcessorCount.active, (elements + (1 << 31) - 1) >> 31)
+        let rangeSize = (elements + ranges - 1) / ranges
+        let partial = try Parallel.map(ranges) { r -> [UInt32] in
+            let start = r * rangeSize
+            let count = max(0, min(rangeSize, elements - start))
+            var counts = [UInt32](repeating: 0, count: models.count * buckets)
+            let inputs = TileInputs(base: base, models: models)
             defer { inputs.deallocate() }
-            let start = c * chunk
             counts.withUnsafeMutableBufferPointer { counts in
-                forEachTile(count: min(chunk, elements - start), tile: inputs.capacity) { offset, length in
+                forEachTile(count: count, tile: inputs.capacity) { offset, length in
                     let (b, fts) = inputs.load(start: start + offset, count: length)
-                    let ft = fts[0]
-                    if let bucket {
-                        for i in 0..<length {
-                            let bits = (ft[i] - b[i]).bitPattern & 0x7FFF_FFFF
-                            if Int(bits >> 16) == bucket { counts[Int(bits & 0xFFFF)] &+= 1 }
-                        }
-                    } else {
-                        for i in 0..<length {
-                            counts[Int((ft[i] - b[i]).bitPattern >> 16 & 0x7FFF)] &+= 1
+                    for k in models.indices {
+                        let histogram = counts.baseAddress! + k * buckets
+                        if let within {
+                            countLow(b, fts[k], length, bucket: UInt32(within[k]), into: histogram)
+                        } else {
+                            countHigh(b, fts[k], length, into: histogram)
                         }
                     }
                 }
             }
             return counts
         }
-        var total = [Int](repeating: 0, count: 1 << 16)
-        for counts in partial {
-            for i in 0..<total.count { total[i] &+= counts[i] }
+        var totals = [Int](repeating: 0, count: models.count * buckets)
+        totals.withUnsafeMutableBufferPointer { totals in
+            for counts in partial {
+                counts.withUnsafeBufferPointer { counts in
+                    for j in counts.indices { totals[j] &+= Int(counts[j]) }
+                }
+            }
         }
-        return total
+        return totals
+    }
+
+    @inline(__always)
+    private static func countHigh(_ b: UnsafePointer<Float>, _ ft: UnsafePointer<Float>, _ count: Int,
+                                  into histogram: UnsafeMutablePointer<UInt32>) {
+        for i in 0..<count {
+            histogram[Int((ft[i] - b[i]).bitPattern >> 16 & 0x7FFF)] &+= 1
+        }
+    }
+
+    @inline(__always)
+    private static func countLow(_ b: UnsafePointer<Float>, _ ft: UnsafePointer<Float>, _ count: Int, bucket: UInt32,
+                                 into histogram: UnsafeMutablePointer<UInt32>) {
+        for i in 0..<count {
+            let bits = (ft[i] - b[i]).bitPattern & 0x7FFF_FFFF
+            if bits >> 16 == bucket { histogram[Int(bits & 0xFFFF)] &+= 1 }
+        }
     }
 }
 
@@ -90,42 +131,85 @@ struct TiesKernel: MergeKernel {
     let models: [TensorSource]
     let thresholds: [Float]
 
+    private typealias Lanes = SIMD8<Float>
+    private typealias Counts = LaneHistograms.Counts
+
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
+        let inputs = TileInputs(base: base, models: models)
+        let histogram = LaneHistograms(buckets: models.count + 1)
+        defer {
+            inputs.deallocate()
+            histogram.add(into: agreement)
+            histogram.deallocate()
+        }
+        thresholds.withUnsafeBufferPointer { thresholds in
+            forEachTile(count: count, tile: inputs.capacity) { offset, c in
+                let (b, fts) = inputs.load(start: start + offset, count: c)
+                let vectorised = c - c % LaneHistograms.lanes
+                lanes(b, fts, thresholds.baseAddress!, out + offset, vectorised, histogram)
+                scalarTail(b, fts, thresholds.baseAddress!, out + offset, from: vectorised, to: c, agreement)
+            }
+        }
+    }
+
+    /// Eight elements at a time with every accumulator in registers: one sweep over the
+    /// models elects the sign from the kept values, a second (from the same cached tiles)
+    /// sums the kept values that agree with it.
+    @inline(__always)
+    private func lanes(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ thresholds: UnsafePointer<Float>,
+                       _ o: UnsafeMutablePointer<Float>, _ count: Int, _ histogram: LaneHistograms) {
         let n = models.count
-        // Accumulator 0: the elected-sign sum; 1..n: each model's kept values.
-        var tile = MergeTile(base: base, models: models, extraArrays: n + 1)
-        defer { tile.deallocate() }
-        forEachTile(count: count, tile: tile.capacity) { offset, c in
-            tile.begin(start: start + offset, count: c)
-            let total = tile.accumulator(0)
-            total.initialize(repeating: 0, count: c)
-            for k in models.indices {
-                tile.loadTask(k, count: c)
-                let t = tile.task, kept = tile.accumulator(k + 1), threshold = thresholds[k]
-                for i in 0..<c {
-                    let x = t[i]
-                    let v = x != 0 && abs(x) >= threshold ? x : 0
-                    kept[i] = v
-                    total[i] += v
-                }
-            }
-            let o = out + offset
-            let count = tile.task  // reused: agreeing count
-            o.initialize(repeating: 0, count: c)
-            count.initialize(repeating: 0, count: c)
+        let zero = Lanes.zero
+        @inline(__always) func kept(_ k: Int, _ baseLanes: Lanes, _ i: Int) -> Lanes {
+            let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: Lanes.self) - baseLanes
+            let magnitude = unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & 0x7FFF_FFFF, to: Lanes.self)
+            return zero.replacing(with: x, where: (x .!= zero) .& (magnitude .>= Lanes(repeating: thresholds[k])))
+        }
+        var i = 0
+        while i < count {
+            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            var total = zero, pos = Counts.zero, neg = Counts.zero
             for k in 0..<n {
-                let kept = tile.accumulator(k + 1)
-                for i in 0..<c {
-                    let v = kept[i]
-                    let agrees = total[i] >= 0 ? v > 0 : v < 0
-                    o[i] += agrees ? v : 0
-                    count[i] += agrees ? 1 : 0
-                }
+                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: Lanes.self) - baseLanes
+                pos &+= Counts.zero.replacing(with: 1, where: x .> zero)
+                neg &+= Counts.zero.replacing(with: 1, where: x .< zero)
+                total += kept(k, baseLanes, i)
             }
-            for i in 0..<c {
-                o[i] = o[i] / max(count[i], 1)
+            let positive = total .>= zero
+            var sum = zero, agreeing = Counts.zero
+            for k in 0..<n {
+                let v = kept(k, baseLanes, i)
+                let agrees = (positive .& (v .> zero)) .| (.!positive .& (v .< zero))
+                sum += zero.replacing(with: v, where: agrees)
+                agreeing &+= Counts.zero.replacing(with: 1, where: agrees)
             }
-            tile.recordAgreement(count: c, into: agreement)
+            let divisor = Lanes(agreeing.replacing(with: 1, where: agreeing .< 1))
+            UnsafeMutableRawPointer(o + i).storeBytes(of: sum / divisor, as: Lanes.self)
+            histogram.record(pos.replacing(with: neg, where: neg .> pos))
+            i += LaneHistograms.lanes
+        }
+    }
+
+    private func scalarTail(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ thresholds: UnsafePointer<Float>,
+                            _ o: UnsafeMutablePointer<Float>, from first: Int, to end: Int, _ agreement: UnsafeMutablePointer<Int>) {
+        for i in first..<end {
+            var total: Float = 0, pos = 0, neg = 0
+            for k in 0..<models.count {
+                let x = fts[k][i] - b[i]
+                pos += x > 0 ? 1 : 0
+                neg += x < 0 ? 1 : 0
+                total += x != 0 && abs(x) >= thresholds[k] ? x : 0
+            }
+            var sum: Float = 0, agreeing = 0
+            for k in 0..<models.count {
+                let x = fts[k][i] - b[i]
+                let v = x != 0 && abs(x) >= thresholds[k] ? x : 0
+                let agrees = total >= 0 ? v > 0 : v < 0
+                sum += agrees ? v : 0
+                agreeing += agrees ? 1 : 0
+            }
+            o[i] = sum / Float(max(agreeing, 1))
+            agreement[max(pos, neg)] &+= 1
         }
     }
 }
