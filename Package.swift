@@ -23,9 +23,10 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
+        .target(name: "CLinux"),
         .target(
             name: "NegPatch",
-            dependencies: ["CZstd", "CHDF5", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CZstd", "CHDF5", "CLinux", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(
             name: "negpatch",

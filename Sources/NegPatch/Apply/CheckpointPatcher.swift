@@ -143,6 +143,7 @@ public enum CheckpointPatcher {
                     try file.write(UnsafeRawBufferPointer(start: buffer, count: byteCount), at: offset)
                 }
             }
+            for file in files { file.startWriteback() }
             advanced(slice.reduce(0) { $0 + patch.index.tensors[$1.tensor].elementCount(ofBlock: $1.block) })
             start += slice.count
         }
