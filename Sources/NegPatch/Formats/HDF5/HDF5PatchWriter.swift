@@ -94,7 +94,7 @@ public final class HDF5PatchWriter: PatchWriter {
         let (mask, packed) = Bitmask.pack(dense, count: count)
         let nonzeros = packed.count
         var encoding = BlockEncoding.sparse
-        if nonzeros * 4 > count {
+        if NegPatchWriter.triesDense(nonzeros: nonzeros, count: count) {
             // The .negpatch writer's choice, so that both formats of one merge hold the same
             // blocks (and decode identically, the sign of a dense block's zeros included).
             encoding = try packed.withUnsafeBufferPointer { v in
