@@ -14,60 +14,82 @@ public enum RiceMask {
     /// The best parameter for the gaps of `indices` (ascending set-bit offsets) and the
     /// stream's size in bytes with it.
     public static func bestParameter(_ indices: UnsafePointer<UInt32>, count: Int) -> (k: Int, bytes: Int) {
-        // total bits(k) = count * (k + 1) + sum(g >> k); gaps are summarised once per k.
+        // total bits(k) = count * (k + 1) + sum(g >> k). Once every gap is below 2^k the sum
+        // is zero and larger parameters only add bits, so the search stops there.
         var best = (k: 0, bytes: Int.max)
-        var previous: Int64 = -1
-        var sums = [Int](repeating: 0, count: maxParameter + 1)
-        for j in 0..<count {
-            let position = Int64(indices[j])
-            let gap = Int(position - previous - 1)
-            previous = position
-            for k in 0...maxParameter {
-                let q = gap >> k
-                if q == 0 { break }
-                sums[k] &+= q
-            }
-        }
         for k in 0...maxParameter {
-            let bits = count * (k + 1) + sums[k]
-            let bytes = (bits + 7) / 8
+            let sum = shiftedGapSum(indices, count: count, k: k)
+            let bytes = (count * (k + 1) + sum + 7) / 8
             if bytes < best.bytes { best = (k, bytes) }
+            if sum == 0 { break }
         }
         return best
     }
 
+    /// sum(g >> k) over the gaps of `indices`, eight gaps at a time. The gaps of a block add
+    /// up to less than its element count, below 2^32, so 32-bit lanes cannot overflow.
+    private static func shiftedGapSum(_ indices: UnsafePointer<UInt32>, count: Int, k: Int) -> Int {
+        guard count > 0 else { return 0 }
+        var total = Int(indices[0] >> UInt32(k))
+        var lanes = SIMD8<UInt32>.zero
+        let shift = SIMD8<UInt32>(repeating: UInt32(k))
+        var j = 1
+        while j + 8 <= count {
+            let current = UnsafeRawPointer(indices + j).loadUnaligned(as: SIMD8<UInt32>.self)
+            let previous = UnsafeRawPointer(indices + j - 1).loadUnaligned(as: SIMD8<UInt32>.self)
+            lanes &+= (current &- previous &- 1) &>> shift
+            j += 8
+        }
+        for lane in 0..<8 { total += Int(lanes[lane]) }
+        while j < count {
+            total += Int((indices[j] - indices[j - 1] - 1) >> UInt32(k))
+            j += 1
+        }
+        return total
+    }
+
     /// Encodes the gaps of `indices` with parameter `k`.
     public static func encode(_ indices: UnsafePointer<UInt32>, count: Int, k: Int) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(count * (k + 2) / 8 + 8)
-        var buffer: UInt64 = 0
-        var filled = 0
-        @inline(__always) func put(_ value: UInt64, _ bits: Int) {
-            // bits <= 32, so the buffer (< 8 pending bits after a flush) never overflows.
-            buffer |= value << UInt64(filled)
-            filled += bits
-            while filled >= 8 {
-                out.append(UInt8(truncatingIfNeeded: buffer))
+        let bytes = (count * (k + 1) + shiftedGapSum(indices, count: count, k: k) + 7) / 8
+        return [UInt8](unsafeUninitializedCapacity: bytes) { out, initialized in
+            let start = UnsafeMutableRawPointer(out.baseAddress!)
+            var written = 0
+            var buffer: UInt64 = 0
+            var filled = 0
+            @inline(__always) func put(_ value: UInt64, _ bits: Int) {
+                // filled < 32 and bits <= 32, so the buffer never overflows; whole 32-bit
+                // words go out as soon as they are complete.
+                buffer |= value << UInt64(filled)
+                filled += bits
+                if filled >= 32 {
+                    start.storeBytes(of: UInt32(truncatingIfNeeded: buffer).littleEndian, toByteOffset: written, as: UInt32.self)
+                    written += 4
+                    buffer >>= 32
+                    filled -= 32
+                }
+            }
+            var previous: Int64 = -1
+            let low = (UInt64(1) << UInt64(k)) - 1
+            for j in 0..<count {
+                let position = Int64(indices[j])
+                let gap = UInt64(position - previous - 1)
+                previous = position
+                var q = gap >> UInt64(k)
+                while q >= 32 {
+                    put(0xFFFF_FFFF, 32)
+                    q -= 32
+                }
+                put((UInt64(1) << q) - 1, Int(q) + 1)  // q ones, then a zero
+                if k > 0 { put(gap & low, k) }
+            }
+            while filled > 0 {
+                start.storeBytes(of: UInt8(truncatingIfNeeded: buffer), toByteOffset: written, as: UInt8.self)
+                written += 1
                 buffer >>= 8
                 filled -= 8
             }
+            initialized = written
         }
-        var previous: Int64 = -1
-        let low = (UInt64(1) << UInt64(k)) - 1
-        for j in 0..<count {
-            let position = Int64(indices[j])
-            let gap = UInt64(position - previous - 1)
-            previous = position
-            var q = gap >> UInt64(k)
-            while q >= 32 {
-                put(0xFFFF_FFFF, 32)
-                q -= 32
-            }
-            put((UInt64(1) << q) - 1, Int(q) + 1)  // q ones, then a zero
-            if k > 0 { put(gap & low, k) }
-        }
-        if filled > 0 { out.append(UInt8(truncatingIfNeeded: buffer)) }
-        return out
     }
 
     /// Why a stream could not be decoded.
