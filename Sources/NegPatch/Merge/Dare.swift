@@ -60,7 +60,7 @@ struct DareKernel: MergeKernel {
     let modelKeys: [UInt64]
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        var tile = MergeTile(base: base, models: models, extraArrays: 0)
+        var tile = MergeTile(base: base, models: models)
         defer { tile.deallocate() }
         let n = Float(models.count)
         forEachTile(count: count, tile: tile.capacity) { offset, c in

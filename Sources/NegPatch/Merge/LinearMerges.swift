@@ -48,7 +48,7 @@ struct WeightedSumKernel: MergeKernel {
     let divisor: Float?
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        var tile = MergeTile(base: base, models: models, extraArrays: 0)
+        var tile = MergeTile(base: base, models: models)
         defer { tile.deallocate() }
         forEachTile(count: count, tile: tile.capacity) { offset, c in
             tile.begin(start: start + offset, count: c)
@@ -91,7 +91,7 @@ struct MagMaxKernel: MergeKernel {
     let models: [TensorSource]
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        var tile = MergeTile(base: base, models: models, extraArrays: 0)
+        var tile = MergeTile(base: base, models: models)
         defer { tile.deallocate() }
         forEachTile(count: count, tile: tile.capacity) { offset, c in
             tile.begin(start: start + offset, count: c)

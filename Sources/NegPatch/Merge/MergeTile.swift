@@ -14,19 +14,17 @@ struct MergeTile {
     let pos: UnsafeMutablePointer<Float>
     /// Count of task vectors with a negative element.
     let neg: UnsafeMutablePointer<Float>
-    private let extra: UnsafeMutablePointer<Float>
     private var base: UnsafePointer<Float>
     private var models: UnsafePointer<UnsafePointer<Float>>
 
-    /// Allocates a tile over `base` and `models` with `extraArrays` accumulators.
-    init(base source: TensorSource, models sources: [TensorSource], extraArrays: Int) {
+    /// Allocates a tile over `base` and `models`.
+    init(base source: TensorSource, models sources: [TensorSource]) {
         inputs = TileInputs(base: source, models: sources)
         capacity = inputs.capacity
-        storage = .allocate(capacity: capacity * (3 + extraArrays))
+        storage = .allocate(capacity: capacity * 3)
         task = storage
         pos = storage + capacity
         neg = storage + 2 * capacity
-        extra = storage + 3 * capacity
         (base, models) = inputs.load(start: 0, count: 0)
     }
 
@@ -35,9 +33,6 @@ struct MergeTile {
         storage.deallocate()
         inputs.deallocate()
     }
-
-    /// Accumulator `k` of the kernel's own (each `capacity` floats).
-    func accumulator(_ k: Int) -> UnsafeMutablePointer<Float> { extra + k * capacity }
 
     /// Reads the tile of the base and of every model, and clears the sign counts.
     mutating func begin(start: Int, count: Int) {
