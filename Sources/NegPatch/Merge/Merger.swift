@@ -187,7 +187,9 @@ public enum Merger {
             }
         }
 
-        let window = max(4, request.threads * 3)
+        // Blocks in flight: enough to keep every thread busy, few enough that memory holds
+        // only a couple of finished blocks per thread.
+        let window = max(4, request.threads * 2)
         let denseBlocks = Pool.buffers(of: Float.self, capacity: request.blockElements)
         var windowStart = 0
         while windowStart < items.count {
