@@ -54,31 +54,45 @@ struct SignConsensusKernel: MergeKernel {
             histogram.deallocate()
         }
         forEachTile(count: count, tile: inputs.capacity) { offset, c in
-            let (b, fts) = inputs.load(start: start + offset, count: c)
-            let vectorised = c - c % Self.lanes
-            if minAgree == models.count {
-                unanimous(b, fts, out + offset, vectorised, histogram)
+            if base.dtype == .BF16 {
+                let (b, fts) = inputs.loadStored(start: start + offset, count: c)
+                tile(BFloat16Tile.self, b, fts, out + offset, c, histogram, agreement)
             } else {
-                relaxed(b, fts, out + offset, vectorised, histogram)
+                let (b, fts) = inputs.load(start: start + offset, count: c)
+                fts.withMemoryRebound(to: UnsafeRawPointer.self, capacity: models.count) { fts in
+                    tile(Float32Tile.self, UnsafeRawPointer(b), fts, out + offset, c, histogram, agreement)
+                }
             }
-            scalarTail(b, fts, out + offset, from: vectorised, to: c, agreement)
         }
+    }
+
+    @inline(__always)
+    private func tile<E: TileElement>(_: E.Type, _ b: UnsafeRawPointer, _ fts: UnsafePointer<UnsafeRawPointer>,
+                                      _ o: UnsafeMutablePointer<Float>, _ c: Int, _ histogram: LaneHistograms,
+                                      _ agreement: UnsafeMutablePointer<Int>) {
+        let vectorised = c - c % Self.lanes
+        if minAgree == models.count {
+            unanimous(E.self, b, fts, o, vectorised, histogram)
+        } else {
+            relaxed(E.self, b, fts, o, vectorised, histogram)
+        }
+        scalarTail(E.self, b, fts, o, from: vectorised, to: c, agreement)
     }
 
     /// NegMerge proper: one running sum suffices, since a kept element has every task vector
     /// of one sign. Eight elements at a time, every accumulator in registers while the n
     /// models stream through; each input is read once.
     @inline(__always)
-    private func unanimous(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
+    private func unanimous<E: TileElement>(_: E.Type, _ b: UnsafeRawPointer, _ fts: UnsafePointer<UnsafeRawPointer>, _ o: UnsafeMutablePointer<Float>,
                            _ count: Int, _ histogram: LaneHistograms) {
         let n = models.count
         let zero = Lanes.zero, all = Counts(repeating: Int32(n)), divisor = Lanes(repeating: Float(n))
         var i = 0
         while i < count {
-            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            let baseLanes = E.lanes(b, i)
             var sum = zero, pos = Counts.zero, neg = Counts.zero
             for k in 0..<n {
-                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: Lanes.self) - baseLanes
+                let x = E.lanes(fts[k], i) - baseLanes
                 sum += x
                 pos &+= Counts.zero.replacing(with: 1, where: x .> zero)
                 neg &+= Counts.zero.replacing(with: 1, where: x .< zero)
@@ -92,16 +106,16 @@ struct SignConsensusKernel: MergeKernel {
 
     /// Relaxed consensus: the sums of positive and of negative values are kept apart.
     @inline(__always)
-    private func relaxed(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
+    private func relaxed<E: TileElement>(_: E.Type, _ b: UnsafeRawPointer, _ fts: UnsafePointer<UnsafeRawPointer>, _ o: UnsafeMutablePointer<Float>,
                          _ count: Int, _ histogram: LaneHistograms) {
         let n = models.count
         let zero = Lanes.zero, required = Counts(repeating: Int32(minAgree))
         var i = 0
         while i < count {
-            let baseLanes = UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            let baseLanes = E.lanes(b, i)
             var sumPos = zero, sumNeg = zero, pos = Counts.zero, neg = Counts.zero
             for k in 0..<n {
-                let x = UnsafeRawPointer(fts[k] + i).loadUnaligned(as: Lanes.self) - baseLanes
+                let x = E.lanes(fts[k], i) - baseLanes
                 let isPos = x .> zero, isNeg = x .< zero
                 // Adding +0 leaves a sum unchanged, so each is exactly the model-order sum of
                 // the values of its sign.
@@ -119,12 +133,12 @@ struct SignConsensusKernel: MergeKernel {
         }
     }
 
-    private func scalarTail(_ b: UnsafePointer<Float>, _ fts: UnsafePointer<UnsafePointer<Float>>, _ o: UnsafeMutablePointer<Float>,
-                            from first: Int, to end: Int, _ agreement: UnsafeMutablePointer<Int>) {
+    private func scalarTail<E: TileElement>(_: E.Type, _ b: UnsafeRawPointer, _ fts: UnsafePointer<UnsafeRawPointer>, _ o: UnsafeMutablePointer<Float>,
+                                            from first: Int, to end: Int, _ agreement: UnsafeMutablePointer<Int>) {
         for i in first..<end {
             var sumPos: Float = 0, sumNeg: Float = 0, pos: Float = 0, neg: Float = 0
             for k in 0..<models.count {
-                let x = fts[k][i] - b[i]
+                let x = E.scalar(fts[k], i) - E.scalar(b, i)
                 sumPos += x > 0 ? x : 0
                 sumNeg += x < 0 ? x : 0
                 pos += x > 0 ? 1 : 0

@@ -10,6 +10,7 @@ struct TileInputs {
     private let floats: UnsafeMutablePointer<Float>
     private let raw: UnsafeMutableRawPointer
     private let pointers: UnsafeMutablePointer<UnsafePointer<Float>>
+    private let storedPointers: UnsafeMutablePointer<UnsafeRawPointer>
     /// Elements per tile.
     let capacity: Int
 
@@ -23,12 +24,14 @@ struct TileInputs {
         floats = .allocate(capacity: capacity * (models.count + 1))
         raw = .allocate(byteCount: base.dtype == .F32 ? 1 : capacity * base.dtype.size, alignment: 64)
         pointers = .allocate(capacity: max(models.count, 1))
+        storedPointers = .allocate(capacity: max(models.count, 1))
     }
 
     func deallocate() {
         floats.deallocate()
         raw.deallocate()
         pointers.deallocate()
+        storedPointers.deallocate()
     }
 
     /// The base tile and the models' tiles for elements `start ..< start + count`
@@ -41,6 +44,29 @@ struct TileInputs {
             pointers[k] = UnsafePointer(tile)
         }
         return (UnsafePointer(floats), UnsafePointer(pointers))
+    }
+
+    /// The tiles for elements `start ..< start + count` as stored, for a kernel that widens
+    /// bfloat16 in its own registers (`TileElement`): no float32 copy is written or read
+    /// back. The sources must be BF16.
+    func loadStored(start: Int, count: Int) -> (base: UnsafeRawPointer, models: UnsafePointer<UnsafeRawPointer>) {
+        let tiles = UnsafeMutableRawPointer(floats)
+        let size = base.dtype.size
+        fillStored(base, start: start, count: count, into: tiles)
+        for (k, model) in models.enumerated() {
+            let tile = tiles + (k + 1) * capacity * size
+            fillStored(model, start: start, count: count, into: tile)
+            storedPointers[k] = UnsafeRawPointer(tile)
+        }
+        return (UnsafeRawPointer(tiles), UnsafePointer(storedPointers))
+    }
+
+    private func fillStored(_ source: TensorSource, start: Int, count: Int, into tile: UnsafeMutableRawPointer) {
+        source.copyRaw(start, count, into: tile)
+        // Finite in bfloat16 is finite in float32: the check runs on the stored bits.
+        if let flag = source.nonFinite, !FiniteValues.allFinite(UnsafeRawPointer(tile), dtype: source.dtype, count: count) {
+            flag.pointee = 1
+        }
     }
 
     private func fill(_ source: TensorSource, start: Int, count: Int, into tile: UnsafeMutablePointer<Float>) {
@@ -59,3 +85,37 @@ struct TileInputs {
 let inputTile = 16384
 /// Floats of input buffers per thread across the base and the n models.
 let inputBudget = 1 << 18
+
+/// How a kernel reads eight (or one) float32 lanes from a tile: float32 tiles as they are,
+/// bfloat16 tiles widened in registers (a bfloat16 is the high half of a float32).
+protocol TileElement {
+    static func lanes(_ tile: UnsafeRawPointer, _ i: Int) -> SIMD8<Float>
+    static func scalar(_ tile: UnsafeRawPointer, _ i: Int) -> Float
+}
+
+/// Float32 tiles.
+enum Float32Tile: TileElement {
+    @inline(__always)
+    static func lanes(_ tile: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        tile.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+    }
+
+    @inline(__always)
+    static func scalar(_ tile: UnsafeRawPointer, _ i: Int) -> Float {
+        tile.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+    }
+}
+
+/// BFloat16 tiles, as stored.
+enum BFloat16Tile: TileElement {
+    @inline(__always)
+    static func lanes(_ tile: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        let bits = SIMD8<UInt32>(truncatingIfNeeded: tile.loadUnaligned(fromByteOffset: i &* 2, as: SIMD8<UInt16>.self))
+        return unsafeBitCast(bits &<< 16, to: SIMD8<Float>.self)
+    }
+
+    @inline(__always)
+    static func scalar(_ tile: UnsafeRawPointer, _ i: Int) -> Float {
+        Float(bitPattern: UInt32(tile.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self)) << 16)
+    }
+}
