@@ -108,6 +108,13 @@ struct LaneHistograms {
         counts[7 * buckets + Int(m[7])] &+= 1
     }
 
+    /// The counts as float32, exactly (counts below 2^23): the bits of 2^23 + count minus
+    /// 2^23. The standard library's conversion goes lane by lane through memory.
+    @inline(__always)
+    static func float(_ counts: Counts) -> SIMD8<Float> {
+        unsafeBitCast(counts | 0x4B00_0000, to: SIMD8<Float>.self) - 8_388_608
+    }
+
     /// Adds the lanes' counts to `histogram` (`buckets` counts).
     func add(into histogram: UnsafeMutablePointer<Int>) {
         for lane in 0..<Self.lanes {

@@ -126,7 +126,7 @@ struct SignConsensusKernel: MergeKernel {
             }
             let keepPos = (pos .> neg) .& (pos .>= required)
             let keepNeg = (neg .> pos) .& (neg .>= required)
-            let result = zero.replacing(with: sumPos / Lanes(pos), where: keepPos).replacing(with: sumNeg / Lanes(neg), where: keepNeg)
+            let result = zero.replacing(with: sumPos / LaneHistograms.float(pos), where: keepPos).replacing(with: sumNeg / LaneHistograms.float(neg), where: keepNeg)
             UnsafeMutableRawPointer(o + i).storeBytes(of: result, as: Lanes.self)
             histogram.record(pos.replacing(with: neg, where: neg .> pos))
             i += Self.lanes

@@ -111,17 +111,50 @@ public struct TiesMerging: MergeMethod {
     @inline(__always)
     private static func countHigh(_ b: UnsafePointer<Float>, _ ft: UnsafePointer<Float>, _ count: Int,
                                   into histogram: UnsafeMutablePointer<UInt32>) {
-        for i in 0..<count {
+        // Buckets of eight elements at a time in vector registers, then eight increments.
+        var i = 0
+        while i + 8 <= count {
+            let x = UnsafeRawPointer(ft + i).loadUnaligned(as: SIMD8<Float>.self)
+                - UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            let buckets = unsafeBitCast(x, to: SIMD8<UInt32>.self) &>> 16 & 0x7FFF
+            histogram[Int(buckets[0])] &+= 1
+            histogram[Int(buckets[1])] &+= 1
+            histogram[Int(buckets[2])] &+= 1
+            histogram[Int(buckets[3])] &+= 1
+            histogram[Int(buckets[4])] &+= 1
+            histogram[Int(buckets[5])] &+= 1
+            histogram[Int(buckets[6])] &+= 1
+            histogram[Int(buckets[7])] &+= 1
+            i += 8
+        }
+        while i < count {
             histogram[Int((ft[i] - b[i]).bitPattern >> 16 & 0x7FFF)] &+= 1
+            i += 1
         }
     }
 
     @inline(__always)
     private static func countLow(_ b: UnsafePointer<Float>, _ ft: UnsafePointer<Float>, _ count: Int, bucket: UInt32,
                                  into histogram: UnsafeMutablePointer<UInt32>) {
-        for i in 0..<count {
+        @inline(__always) func countOne(_ i: Int) {
             let bits = (ft[i] - b[i]).bitPattern & 0x7FFF_FFFF
             if bits >> 16 == bucket { histogram[Int(bits & 0xFFFF)] &+= 1 }
+        }
+        // Few elements fall in the chosen bucket: eight are tested at once, and only a
+        // group holding one is counted element by element.
+        let wanted = SIMD8<UInt32>(repeating: bucket)
+        var i = 0
+        while i + 8 <= count {
+            let x = UnsafeRawPointer(ft + i).loadUnaligned(as: SIMD8<Float>.self)
+                - UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            if any(unsafeBitCast(x, to: SIMD8<UInt32>.self) &>> 16 & 0x7FFF .== wanted) {
+                for j in i..<(i + 8) { countOne(j) }
+            }
+            i += 8
+        }
+        while i < count {
+            countOne(i)
+            i += 1
         }
     }
 }
@@ -183,7 +216,8 @@ struct TiesKernel: MergeKernel {
                 sum += zero.replacing(with: v, where: agrees)
                 agreeing &+= Counts.zero.replacing(with: 1, where: agrees)
             }
-            let divisor = Lanes(agreeing.replacing(with: 1, where: agreeing .< 1))
+            var divisor = LaneHistograms.float(agreeing)
+            divisor.replace(with: 1, where: divisor .< 1)
             UnsafeMutableRawPointer(o + i).storeBytes(of: sum / divisor, as: Lanes.self)
             histogram.record(pos.replacing(with: neg, where: neg .> pos))
             i += LaneHistograms.lanes
