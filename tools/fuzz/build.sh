@@ -34,7 +34,7 @@ mapfile -t library < <(find Sources/NegPatch -name '*.swift' -not -path '*/Signi
 xcc=()
 for flag in $(pkg-config --cflags-only-I hdf5); do xcc+=(-Xcc "$flag"); done
 # -O keeps executions fast; bounds and overflow checks stay on (not -Ounchecked).
-flags=(-O -g -sanitize="$sanitizers" -parse-as-library -I Sources/CZstd -I Sources/CHDF5 "${xcc[@]}")
+flags=(-O -g -sanitize="$sanitizers" -parse-as-library -I Sources/CZstd -I Sources/CHDF5 -I Sources/CLinux/include "${xcc[@]}")
 
 # The library, rebuilt only when a source is newer than the archive.
 archive=$out/libNegPatch.a
