@@ -36,6 +36,12 @@ public struct TensorSource: @unchecked Sendable {
         if let nonFinite, !FiniteValues.allFinite(values, count: count) { nonFinite.pointee = 1 }
     }
 
+    /// Flags the source when any of `count` values as stored (its own dtype) is not finite.
+    @inline(__always)
+    func checkFinite(stored data: UnsafeRawPointer, count: Int) {
+        if let nonFinite, !FiniteValues.allFinite(data, dtype: dtype, count: count) { nonFinite.pointee = 1 }
+    }
+
     /// Copies the raw bytes of elements `start ..< start + count` into `destination`, by
     /// `pread` when the file is known (no page mapping, friendlier to the cache when many
     /// models stream at once), else from memory.

@@ -64,9 +64,7 @@ struct TileInputs {
     private func fillStored(_ source: TensorSource, start: Int, count: Int, into tile: UnsafeMutableRawPointer) {
         source.copyRaw(start, count, into: tile)
         // Finite in bfloat16 is finite in float32: the check runs on the stored bits.
-        if let flag = source.nonFinite, !FiniteValues.allFinite(UnsafeRawPointer(tile), dtype: source.dtype, count: count) {
-            flag.pointee = 1
-        }
+        source.checkFinite(stored: tile, count: count)
     }
 
     private func fill(_ source: TensorSource, start: Int, count: Int, into tile: UnsafeMutablePointer<Float>) {

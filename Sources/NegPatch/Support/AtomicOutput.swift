@@ -54,7 +54,8 @@ public final class AtomicOutput {
         if !committed { discard() }
     }
 
-    /// Appends `bytes`. Throws `.io` on a write error (for example a full disk).
+    /// Appends `bytes`. Throws `.io` on a write error (for example a full disk). Every
+    /// 32 MiB appended, the disk write of what came before is started (`startWriteback()`).
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         try writeAll(bytes, at: nil)
         bytesWritten += bytes.count
