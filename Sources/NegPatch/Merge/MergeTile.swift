@@ -122,3 +122,18 @@ struct LaneHistograms {
         }
     }
 }
+
+/// Runs a vector kernel's `body` with tile inputs over `base` and `models` and lane
+/// histograms of n + 1 buckets, then adds the histograms to `agreement` and frees both.
+@inline(__always)
+func withLaneTiles(base: TensorSource, models: [TensorSource], agreement: UnsafeMutablePointer<Int>,
+                   _ body: (TileInputs, LaneHistograms) -> Void) {
+    let inputs = TileInputs(base: base, models: models)
+    let histogram = LaneHistograms(buckets: models.count + 1)
+    defer {
+        inputs.deallocate()
+        histogram.add(into: agreement)
+        histogram.deallocate()
+    }
+    body(inputs, histogram)
+}

@@ -44,23 +44,16 @@ struct SignConsensusKernel: MergeKernel {
     private typealias Counts = LaneHistograms.Counts
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        let inputs = TileInputs(base: base, models: models)
-        // One histogram per lane: consecutive elements mostly share m, and one shared
-        // counter would make every increment wait for the previous one.
-        let histogram = LaneHistograms(buckets: models.count + 1)
-        defer {
-            inputs.deallocate()
-            histogram.add(into: agreement)
-            histogram.deallocate()
-        }
-        forEachTile(count: count, tile: inputs.capacity) { offset, c in
-            if base.dtype == .BF16 {
-                let (b, fts) = inputs.loadStored(start: start + offset, count: c)
-                tile(BFloat16Tile.self, b, fts, out + offset, c, histogram, agreement)
-            } else {
-                let (b, fts) = inputs.load(start: start + offset, count: c)
-                fts.withMemoryRebound(to: UnsafeRawPointer.self, capacity: models.count) { fts in
-                    tile(Float32Tile.self, UnsafeRawPointer(b), fts, out + offset, c, histogram, agreement)
+        withLaneTiles(base: base, models: models, agreement: agreement) { inputs, histogram in
+            forEachTile(count: count, tile: inputs.capacity) { offset, c in
+                if base.dtype == .BF16 {
+                    let (b, fts) = inputs.loadStored(start: start + offset, count: c)
+                    tile(BFloat16Tile.self, b, fts, out + offset, c, histogram, agreement)
+                } else {
+                    let (b, fts) = inputs.load(start: start + offset, count: c)
+                    fts.withMemoryRebound(to: UnsafeRawPointer.self, capacity: models.count) { fts in
+                        tile(Float32Tile.self, UnsafeRawPointer(b), fts, out + offset, c, histogram, agreement)
+                    }
                 }
             }
         }

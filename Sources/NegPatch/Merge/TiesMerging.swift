@@ -168,19 +168,14 @@ struct TiesKernel: MergeKernel {
     private typealias Counts = LaneHistograms.Counts
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
-        let inputs = TileInputs(base: base, models: models)
-        let histogram = LaneHistograms(buckets: models.count + 1)
-        defer {
-            inputs.deallocate()
-            histogram.add(into: agreement)
-            histogram.deallocate()
-        }
-        thresholds.withUnsafeBufferPointer { thresholds in
-            forEachTile(count: count, tile: inputs.capacity) { offset, c in
-                let (b, fts) = inputs.load(start: start + offset, count: c)
-                let vectorised = c - c % LaneHistograms.lanes
-                lanes(b, fts, thresholds.baseAddress!, out + offset, vectorised, histogram)
-                scalarTail(b, fts, thresholds.baseAddress!, out + offset, from: vectorised, to: c, agreement)
+        withLaneTiles(base: base, models: models, agreement: agreement) { inputs, histogram in
+            thresholds.withUnsafeBufferPointer { thresholds in
+                forEachTile(count: count, tile: inputs.capacity) { offset, c in
+                    let (b, fts) = inputs.load(start: start + offset, count: c)
+                    let vectorised = c - c % LaneHistograms.lanes
+                    lanes(b, fts, thresholds.baseAddress!, out + offset, vectorised, histogram)
+                    scalarTail(b, fts, thresholds.baseAddress!, out + offset, from: vectorised, to: c, agreement)
+                }
             }
         }
     }
