@@ -56,9 +56,33 @@ import Testing
         }
     }
 
-    @Test(arguments: [0.2, 0.5, 1.0])
-    func tiesTrimsElectsAndAveragesDisjointly(_ density: Double) throws {
-        let set = GeneratedSet(n: 3, dtype: .F32, seed: 5)
+    @Test(arguments: [DType.F32, .BF16], [nil, 2, 3] as [Int?])
+    func signConsensusKeepsTheAgreeingSignAndAveragesIt(_ dtype: DType, _ minAgree: Int?) throws {
+        // n = 5 with tensors whose sizes are not multiples of the eight vector lanes, so the
+        // scalar tails run too; BF16 takes the kernel's bfloat16-in-registers path.
+        let set = GeneratedSet(n: 5, dtype: dtype, seed: 31)
+        let method = minAgree.map { SignConsensus.relaxed(minAgree: $0) } ?? SignConsensus.negMerge
+        let required = minAgree ?? 5
+        for name in ["layers.0.w", "layers.1.w"] {
+            let taus = try taskVectors(set, name)
+            let got = try merged(set, method, name)
+            for i in 0..<taus[0].count {
+                let column = taus.map { $0[i] }
+                let positive = column.filter { $0 > 0 }, negative = column.filter { $0 < 0 }
+                var expected: Float = 0
+                if positive.count > negative.count && positive.count >= required {
+                    expected = sumInOrder(positive) / Float(positive.count)
+                } else if negative.count > positive.count && negative.count >= required {
+                    expected = sumInOrder(negative) / Float(negative.count)
+                }
+                #expect(got[i].bitPattern == (expected + 0).bitPattern, "\(name) element \(i)")
+            }
+        }
+    }
+
+    @Test(arguments: [0.2, 0.5, 1.0], [DType.F32, .BF16])
+    func tiesTrimsElectsAndAveragesDisjointly(_ density: Double, _ dtype: DType) throws {
+        let set = GeneratedSet(n: 3, dtype: dtype, seed: 5)
         let name = "layers.1.w"
         let taus = try taskVectors(set, name)
         let count = taus[0].count
