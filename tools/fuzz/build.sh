@@ -50,12 +50,13 @@ for target in "${targets[@]}"; do
   [ -f "$source" ] || { echo "build.sh: no target '$target' ($source)" >&2; exit 2; }
   extra=()
   case $target in
+    negpatch) extra=(tools/fuzz/targets/PatchReading.swift) ;;
     hdf5*)
       if [ ! -d Sources/NegPatch/Formats/HDF5 ]; then
         echo "build.sh: skipping $target: the HDF5 format is not in this tree" >&2
         continue
       fi
-      extra=(tools/fuzz/targets/HDF5Reading.swift) ;;
+      extra=(tools/fuzz/targets/PatchReading.swift) ;;
   esac
   echo "build.sh: building $out/$target" >&2
   swiftc "${flags[@]}" -use-ld=lld -I "$out/module" -module-name "Fuzz_${target//-/_}" \

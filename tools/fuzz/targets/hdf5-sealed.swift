@@ -17,6 +17,6 @@ public func fuzzSealedHDF5(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
         withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { for k in 0..<8 { bytes[16 + k] = $0[k] } }
         withUnsafeBytes(of: digest.littleEndian) { for k in 0..<8 { bytes[24 + k] = $0[k] } }
     }
-    bytes.withUnsafeBytes { readEverything(FuzzInput.path(holding: $0)) }
+    bytes.withUnsafeBytes { decodeEverything(try? HDF5PatchFile(path: FuzzInput.path(holding: $0))) }
     return 0
 }

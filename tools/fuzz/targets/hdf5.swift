@@ -9,6 +9,6 @@ import NegPatch
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzHDF5(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    readEverything(FuzzInput.path(holding: UnsafeRawBufferPointer(start: data, count: size)))
+    decodeEverything(try? HDF5PatchFile(path: FuzzInput.path(holding: UnsafeRawBufferPointer(start: data, count: size))))
     return 0
 }

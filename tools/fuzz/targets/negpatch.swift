@@ -16,35 +16,12 @@ import Glibc
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzNegPatch(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let original = UnsafeRawBufferPointer(start: data, count: size)
-    readEverything(FuzzInput.path(holding: original))
+    decodeEverything(try? NegPatchFile(path: FuzzInput.path(holding: original)))
     var repaired = Array(original)
     if repairChecksums(&repaired) {
-        repaired.withUnsafeBytes { readEverything(FuzzInput.path(holding: $0)) }
+        repaired.withUnsafeBytes { decodeEverything(try? NegPatchFile(path: FuzzInput.path(holding: $0))) }
     }
     return 0
-}
-
-/// Opens the patch and decodes every block, as `apply` and `export` do.
-private func readEverything(_ path: String) {
-    guard let patch = try? NegPatchFile(path: path) else { return }
-    for (t, tensor) in patch.index.tensors.enumerated() {
-        // The reader promises: block counts, element counts and stored sizes agree.
-        for b in tensor.blocks.indices {
-            guard let block = try? patch.block(tensor: t, block: b) else { continue }
-            let count = tensor.elementCount(ofBlock: b)
-            precondition(block.count == count)
-            if let indices = block.indices {
-                precondition(indices.count == block.values.count && indices.count == tensor.blocks[b].nonzeros)
-                precondition(indices.allSatisfy { Int($0) < count })
-                precondition(zip(indices, indices.dropFirst()).allSatisfy { $0 < $1 })
-            } else {
-                precondition(block.values.count == count)
-            }
-            var dense = [Float](repeating: 0, count: count)
-            dense.withUnsafeMutableBufferPointer { if count > 0 { block.expand(into: $0.baseAddress!) } }
-        }
-        _ = patch.storedBytes(tensor: t)
-    }
 }
 
 /// Recomputes the part checksums written in the index and the index checksum in the
