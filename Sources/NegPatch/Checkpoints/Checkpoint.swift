@@ -40,6 +40,9 @@ public final class Checkpoint: @unchecked Sendable {
     public let shards: [SafetensorsFile]
     /// Every tensor, in storage order.
     public let tensors: [CheckpointTensor]
+    /// The sharded layout's `model.safetensors.index.json`, kept open so that, like the
+    /// shards, it counts as an input no output may replace (`OpenInputs`).
+    private let indexFile: MappedFile?
     private let index: [String: Int]
 
     /// Opens the checkpoint at `path`. Throws `NegPatchError` naming the offending file (and
@@ -56,15 +59,18 @@ public final class Checkpoint: @unchecked Sendable {
             let singlePath = "\(path)/model.safetensors"
             if access(indexPath, F_OK) == 0 {
                 layout = .sharded
-                shards = try Self.openShards(folder: path, indexPath: indexPath)
+                indexFile = try MappedFile(path: indexPath)
+                shards = try Self.openShards(folder: path, index: indexFile!)
             } else if access(singlePath, F_OK) == 0 {
                 layout = .folder
+                indexFile = nil
                 shards = [try SafetensorsFile(path: singlePath)]
             } else {
                 throw NegPatchError(.malformed, file: path, "folder holds neither model.safetensors nor \(Self.indexFileName)")
             }
         } else {
             layout = .file
+            indexFile = nil
             shards = [try SafetensorsFile(path: path)]
         }
         var tensors: [CheckpointTensor] = []
@@ -86,8 +92,8 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
-    private static func openShards(folder: String, indexPath: String) throws -> [SafetensorsFile] {
-        let file = try MappedFile(path: indexPath)
+    private static func openShards(folder: String, index file: MappedFile) throws -> [SafetensorsFile] {
+        let indexPath = file.path
         let json: JSONValue
         do {
             json = try StrictJSON.parse(file.bytes)
@@ -115,8 +121,8 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     private func checkWeightMap() throws {
-        let indexPath = "\(path)/\(Self.indexFileName)"
-        let file = try MappedFile(path: indexPath)
+        guard let file = indexFile else { return }
+        let indexPath = file.path
         guard let json = try? StrictJSON.parse(file.bytes), case let .object(map)? = json["weight_map"] else {
             throw NegPatchError(.malformed, file: indexPath, "not a valid index")
         }

@@ -11,9 +11,17 @@ import Darwin
 /// Until `commit()` returns, the destination is exactly as it was; a crash, a kill or an
 /// error leaves at most a hidden temporary file (`.NAME.tmp-XXXXXX`) beside it, which
 /// `discard()` or deinitialisation removes when the process is still alive to do so.
+///
+/// A destination that is a symbolic link is written where the link points: the link is
+/// resolved (through every hop) and the temporary file is made beside its target, which the
+/// rename replaces, so the link itself stays. A destination that is a file this process is
+/// reading (`OpenInputs`: a shard or index behind a folder argument, under any spelling) is
+/// refused before anything is created.
 public final class AtomicOutput {
-    /// The path that `commit()` will replace.
+    /// The path that `commit()` will replace, as the caller named it.
     public let destination: String
+    /// The file that `commit()` actually replaces: `destination` with symbolic links followed.
+    public let resolvedDestination: String
     /// The temporary file being written. A library that writes files by path (HDF5) may
     /// create and fill the file at this path itself; once it has closed the file, `commit()`
     /// flushes it through this object's descriptor (the same file) and renames it.
@@ -38,7 +46,11 @@ public final class AtomicOutput {
         if stat(destination, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
             throw NegPatchError(.io, file: destination, "exists and is not a regular file (a device or pipe); outputs replace only regular files")
         }
-        let (folder, name) = splitPath(destination)
+        if stat(destination, &info) == 0, let input = OpenInputs.input(matching: info) {
+            throw NegPatchError(.invalidArgument, file: destination, "output would overwrite the input \(input)")
+        }
+        resolvedDestination = try resolveLinks(destination)
+        let (folder, name) = splitPath(resolvedDestination)
         var template = Array("\(folder)/.\(name).tmp-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard created >= 0 else {
@@ -128,11 +140,11 @@ public final class AtomicOutput {
             throw NegPatchError(.io, file: destination, "cannot close output: \(systemErrorText(errno))")
         }
         fd = -1
-        guard rename(temporaryPath, destination) == 0 else {
+        guard rename(temporaryPath, resolvedDestination) == 0 else {
             throw NegPatchError(.io, file: destination, "cannot rename the finished output into place: \(systemErrorText(errno))")
         }
         committed = true
-        syncFolder(splitPath(destination).folder)
+        syncFolder(splitPath(resolvedDestination).folder)
     }
 
     /// Removes the temporary file; the destination is untouched.
@@ -153,8 +165,11 @@ public final class AtomicOutput {
 /// The destination must not exist or must be an empty folder; NegPatch never deletes a
 /// folder that holds files.
 public final class AtomicFolder {
-    /// The folder `commit()` creates.
+    /// The folder `commit()` creates, as the caller named it.
     public let destination: String
+    /// The folder `commit()` actually creates: `destination` with symbolic links followed,
+    /// so that a link to an empty folder stays a link.
+    public let resolvedDestination: String
     /// The temporary folder being filled.
     public let temporaryPath: String
     private var committed = false
@@ -163,6 +178,7 @@ public final class AtomicFolder {
     /// or a file, or the parent is not writable.
     public init(destination: String) throws {
         self.destination = destination
+        resolvedDestination = try resolveLinks(destination)
         var info = stat()
         if stat(destination, &info) == 0 {
             guard (info.st_mode & S_IFMT) == S_IFDIR else {
@@ -172,7 +188,7 @@ public final class AtomicFolder {
                 throw NegPatchError(.io, file: destination, "folder exists and is not empty; remove it or choose another output")
             }
         }
-        let (parent, name) = splitPath(destination)
+        let (parent, name) = splitPath(resolvedDestination)
         var template = Array("\(parent)/.\(name).tmp-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         guard created != nil else {
@@ -203,11 +219,11 @@ public final class AtomicFolder {
                 throw NegPatchError(.io, file: destination, "folder was filled by someone else while writing")
             }
         }
-        guard rename(temporaryPath, destination) == 0 else {
+        guard rename(temporaryPath, resolvedDestination) == 0 else {
             throw NegPatchError(.io, file: destination, "cannot rename the finished folder into place: \(systemErrorText(errno))")
         }
         committed = true
-        syncFolder(splitPath(destination).folder)
+        syncFolder(splitPath(resolvedDestination).folder)
     }
 
     /// Removes the temporary folder and everything in it.
@@ -232,6 +248,23 @@ func splitPath(_ path: String) -> (folder: String, name: String) {
     guard let slash = trimmed.lastIndex(of: "/") else { return (".", trimmed) }
     let folder = String(trimmed[..<slash])
     return (folder.isEmpty ? "/" : folder, String(trimmed[trimmed.index(after: slash)...]))
+}
+
+/// `path` with the symbolic links of its last component followed, hop by hop, to the file
+/// they name (which need not exist yet). The folders on the way are left to the kernel, which
+/// follows them in `rename` as in `open`. Throws `.io` for a loop of links.
+func resolveLinks(_ path: String) throws -> String {
+    var current = path
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    for _ in 0..<40 {
+        var info = stat()
+        guard lstat(current, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return current }
+        let length = readlink(current, &buffer, buffer.count - 1)
+        guard length > 0 else { return current }
+        let target = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        current = target.hasPrefix("/") ? target : "\(splitPath(current).folder)/\(target)"
+    }
+    throw NegPatchError(.io, file: path, "too many levels of symbolic links")
 }
 
 /// The last component of a path, as recorded in patch metadata.

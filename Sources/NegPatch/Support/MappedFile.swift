@@ -17,6 +17,8 @@ public final class MappedFile: @unchecked Sendable {
     /// The open descriptor, kept for positioned reads (`pread`) alongside the mapping.
     public let descriptor: Int32
     private let start: UnsafeRawPointer?
+    /// The file's identity when it was opened, registered with `OpenInputs` while mapped.
+    private let identity: stat
 
     /// Maps `path`. Throws `.io` if it cannot be opened, is not a regular file, or cannot
     /// be mapped.
@@ -37,19 +39,22 @@ public final class MappedFile: @unchecked Sendable {
         }
         descriptor = fd
         size = Int(info.st_size)
+        identity = info
         if size == 0 {
             start = nil
-            return
+        } else {
+            let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+            guard let mapped, mapped != MAP_FAILED else {
+                close(fd)
+                throw NegPatchError(.io, file: path, "cannot map \(size) bytes: \(systemErrorText(errno))")
+            }
+            start = UnsafeRawPointer(mapped)
         }
-        let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let mapped, mapped != MAP_FAILED else {
-            close(fd)
-            throw NegPatchError(.io, file: path, "cannot map \(size) bytes: \(systemErrorText(errno))")
-        }
-        start = UnsafeRawPointer(mapped)
+        OpenInputs.opened(info, path: path)
     }
 
     deinit {
+        OpenInputs.closed(identity)
         if let start {
             munmap(UnsafeMutableRawPointer(mutating: start), size)
         }

@@ -17,6 +17,9 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
     public let index: PatchIndex
     public let fileSize: Int
     private let file: hid_t
+    /// The file as mapped for its integrity check, kept open so that it counts as an input
+    /// no output may replace (`OpenInputs`).
+    private let mapped: MappedFile
     /// Per tensor: where each block's values start in `values` (B + 1 prefix sums).
     private let valueStarts: [[Int]]
     /// Per tensor: bytes `mask` and `values` occupy in the file.
@@ -36,7 +39,8 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
             throw NegPatchError(.io, file: path, "cannot open: \(systemErrorText(errno))")
         }
         fileSize = Int(info.st_size)
-        try HDF5PatchFormat.checkIntegrity(MappedFile(path: path))
+        mapped = try MappedFile(path: path)
+        try HDF5PatchFormat.checkIntegrity(mapped)
         let opened: hid_t
         do {
             opened = try HDF5Library.locked {
