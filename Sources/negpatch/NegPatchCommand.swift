@@ -28,10 +28,11 @@ struct NegPatchCommand: ParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .success {
-                print(fullMessage(for: error))
+                Swift.print(fullMessage(for: error))
                 Foundation.exit(0)
             }
             if code == .validationFailure {
+                ProgressBar.clearLine()
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
                 Foundation.exit(2)
             }

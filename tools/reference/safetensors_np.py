@@ -50,7 +50,24 @@ DTYPES = {
     "I8": np.dtype("i1"),
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "C64": np.dtype("<c8"),
+    # FP8 variants are stored raw, one byte each.
+    "F8_E4M3": np.dtype("u1"),
+    "F8_E5M2": np.dtype("u1"),
+    "F8_E8M0": np.dtype("u1"),
+    "F8_E4M3FNUZ": np.dtype("u1"),
+    "F8_E5M2FNUZ": np.dtype("u1"),
+    # Sub-byte dtypes are stored raw: arrays of their bytes (see SUB_BYTE_BITS).
+    "F6_E2M3": np.dtype("u1"),
+    "F6_E3M2": np.dtype("u1"),
+    "F4": np.dtype("u1"),
 }
+#: bits per element of the dtypes narrower than a byte; a tensor of them must end on a
+#: byte boundary (the safetensors reference implementation refuses others).
+SUB_BYTE_BITS = {"F6_E2M3": 6, "F6_E3M2": 6, "F4": 4}
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 MAX_HEADER = 100_000_000
 _U64_MAX = (1 << 64) - 1
@@ -168,6 +185,8 @@ def read_header(path):
     entries = []
     for key, val in obj.items():
         if key == "__metadata__":
+            if val is None:  # the reference implementation reads null as no metadata
+                continue
             if not isinstance(val, dict) or not all(isinstance(v, str) for v in val.values()):
                 fail("__metadata__ is not a map of strings to strings")
             metadata = dict(val)
@@ -183,7 +202,12 @@ def read_header(path):
                 or not all(_is_int(o) and 0 <= o <= _U64_MAX for o in offs)):
             fail(f"tensor {key!r}: data_offsets {offs!r} is not two unsigned integers")
         count = math.prod(shape)
-        nbytes = count * DTYPES[dtype].itemsize
+        if dtype in SUB_BYTE_BITS:
+            if count * SUB_BYTE_BITS[dtype] % 8:
+                fail(f"tensor {key!r}: {dtype}{shape} does not end on a byte boundary")
+            nbytes = count * SUB_BYTE_BITS[dtype] // 8
+        else:
+            nbytes = count * DTYPES[dtype].itemsize
         if nbytes > _U64_MAX:
             fail(f"tensor {key!r}: shape {shape} overflows")
         begin, end = offs
@@ -224,8 +248,11 @@ def read_file(path):
     start = 8 + n
     out = OrderedDict()
     for key, dtype, shape, begin, end in entries:
-        arr = np.frombuffer(buf, dtype=DTYPES[dtype], count=math.prod(shape),
-                            offset=start + begin).reshape(shape)
+        if dtype in SUB_BYTE_BITS:
+            arr = np.frombuffer(buf, dtype=np.uint8, count=end - begin, offset=start + begin)
+        else:
+            arr = np.frombuffer(buf, dtype=DTYPES[dtype], count=math.prod(shape),
+                                offset=start + begin).reshape(shape)
         out[key] = (dtype, shape, arr)
     return out, metadata
 

@@ -35,15 +35,21 @@ def _shards(folder):
 
 
 @pytest.mark.parametrize("which", ["base-shard", "base-index", "ft-shard", "ft-index"])
-def test_merge_refuses_to_overwrite_a_file_behind_a_folder_input(cli, sharded_set, which):
+def test_merge_refuses_to_overwrite_a_file_behind_a_folder_input(cli, sharded_set, tmp_path, which):
     base, fts = sharded_set["base"], sharded_set["fts"]
     folder = base if which.startswith("base") else fts[1]
     target = os.path.join(folder, "model.safetensors.index.json" if which.endswith("index")
                           else _shards(folder)[1])
     before = _snapshot(folder)
     watch = DirWatch(folder)
+    # Named as it is, the output is refused for its checkpoint ending (a usage error)...
     r = cli.run("merge", "--base", base, *fts, "-o", target)
-    assert_error(r, target, "overwrite the input")
+    assert r.returncode == 2 and "a checkpoint's ending" in r.stderr, r.describe()
+    # ...and under a patch's name (a hard link), by identity: it is a file being read.
+    alias = str(tmp_path / "alias.negpatch")
+    os.link(target, alias)
+    r = cli.run("merge", "--base", base, *fts, "-o", alias)
+    assert_error(r, alias, "overwrite the input")
     assert _snapshot(folder) == before, "an input file was changed"
     assert watch.new() == [], f"left behind: {watch.new()}"
 
@@ -59,11 +65,15 @@ def test_the_refusal_goes_by_identity_not_spelling(cli, sharded_set, tmp_path, s
         target = str(tmp_path / "alias.negpatch")
         os.symlink(shard, target)
     else:
-        target = os.path.join(base, "..", os.path.basename(base), _shards(base)[0])
+        alias = os.path.join(base, "alias.negpatch")
+        os.link(shard, alias)
+        target = os.path.join(base, "..", os.path.basename(base), "alias.negpatch")
     before = _snapshot(base)
     r = cli.run("merge", "--base", base, *fts, "-o", target)
     assert_error(r, "overwrite the input")
     assert _snapshot(base) == before, "an input file was changed"
+    if spelling == "dotdot":
+        os.remove(alias)
 
 
 def test_convert_and_export_refuse_the_patch_they_read_under_another_name(cli, sharded_set, tmp_path):
@@ -101,9 +111,14 @@ def test_an_output_through_a_symlink_writes_the_target_and_keeps_the_link(cli, s
     assert file_bytes(real / "new.negpatch") == file_bytes(target)
 
 
-def test_apply_to_dev_stdout_redirected_to_a_file(cli, tmp_path):
-    if not os.path.islink("/dev/stdout"):
-        pytest.skip("/dev/stdout is not a symbolic link on this system")
+def test_apply_to_stdout_through_a_link_redirected_to_a_file(cli, tmp_path):
+    """`-o /dev/stdout > x.safetensors`: the link is followed to the file the shell opened,
+    which is replaced atomically. The test uses a link of its own to /proc/self/fd/1 (what
+    /dev/stdout is), so that a faulty build can only replace that link, never /dev/stdout."""
+    if not os.path.exists("/proc/self/fd/1"):
+        pytest.skip("no /proc/self/fd on this system")
+    stdout_link = str(tmp_path / "stdout")
+    os.symlink("/proc/self/fd/1", stdout_link)
     paths = gen_checkpoints.generate(str(tmp_path / "single"), n=2, params=20_000,
                                      dtype="BF16", seed=12)
     patch = str(tmp_path / "p.negpatch")
@@ -113,14 +128,14 @@ def test_apply_to_dev_stdout_redirected_to_a_file(cli, tmp_path):
     redirected = tmp_path / "x.safetensors"
     with open(redirected, "wb") as out:
         p = subprocess.run([cli.path, "apply", "--base", paths["base"], "--patch", patch,
-                            "-o", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE, timeout=120)
+                            "-o", stdout_link], stdout=out, stderr=subprocess.PIPE, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert os.path.islink("/dev/stdout"), "/dev/stdout was replaced"
+    assert os.path.islink(stdout_link), "the link was replaced"
     assert file_bytes(redirected) == file_bytes(expected)
     st.read_file(str(redirected))  # a valid checkpoint, not a summary line
     # Into a pipe there is no file to replace: refused, nothing written.
     p = subprocess.run([cli.path, "apply", "--base", paths["base"], "--patch", patch,
-                        "-o", "/dev/stdout"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        "-o", stdout_link], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=120)
     assert p.returncode == 1 and b"not a regular file" in p.stderr, p.stderr
-    assert os.path.islink("/dev/stdout")
+    assert os.path.islink(stdout_link)

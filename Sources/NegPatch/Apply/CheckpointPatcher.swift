@@ -16,6 +16,10 @@ public struct ApplyRequest {
     /// Apply even when a patched base tensor or the patch holds NaN or infinity (otherwise
     /// an error names the file, the tensor and the first such element).
     public var allowNonFinite = false
+    /// Copy sidecar files (config, tokenizer) of a folder base even when they are symbolic
+    /// links to files outside the base folder's tree and its Hugging Face cache's `blobs/`
+    /// (by default such a link is refused: it would copy an unrelated file into the output).
+    public var allowExternalLinks = false
 
     /// Creates a request.
     public init(base: Checkpoint, patch: any PatchSource, outputs: [(lambda: Double, path: String)]) {
@@ -40,8 +44,9 @@ public enum CheckpointPatcher {
     public static func run(_ request: ApplyRequest, progress: ProgressHandler? = nil) throws -> Int {
         let base = request.base, patch = request.patch
         for output in request.outputs {
-            guard output.lambda.isFinite else {
-                throw NegPatchError(.invalidArgument, file: output.path, "lambda must be a finite number, got \(output.lambda)")
+            // A patch's recorded lambda (1e308, say) reaches here unchecked by the CLI.
+            guard output.lambda.isFinite, Float(output.lambda).isFinite else {
+                throw NegPatchError(.invalidArgument, file: output.path, "lambda must be a finite number within float32's range, got \(output.lambda)")
             }
             for shard in base.shards where sameFile(shard.path, output.path) {
                 throw NegPatchError(.invalidArgument, file: output.path, "output would overwrite the base checkpoint")
@@ -58,10 +63,11 @@ public enum CheckpointPatcher {
             try BaseFingerprint.verify(base, matches: patch.index.fingerprint, patch: patch.path)
         }
 
+        let sidecars = base.layout == .file ? [] : try sidecars(of: base, allowExternalLinks: request.allowExternalLinks)
         let folders: [AtomicFolder?] = try request.outputs.map { output in
             base.layout == .file ? nil : try AtomicFolder(destination: output.path)
         }
-        let patchIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { ($0.element.name, $0.offset) })
+        let patchIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { (TensorName($0.element.name), $0.offset) })
         let total = patch.index.elements
         var done = 0
         for (s, shard) in base.shards.enumerated() {
@@ -78,7 +84,7 @@ public enum CheckpointPatcher {
         }
         if base.layout != .file {
             for folder in folders.compactMap({ $0 }) {
-                try copySidecars(from: base, into: folder)
+                try copySidecars(sidecars, into: folder)
                 try folder.commit()
             }
         }
@@ -86,7 +92,7 @@ public enum CheckpointPatcher {
     }
 
     private static func writeShard(_ shard: SafetensorsFile, shardIndex: Int, base: Checkpoint, patch: any PatchSource,
-                                   patchIndex: [String: Int], files: [AtomicOutput], lambdas: [Double],
+                                   patchIndex: [TensorName: Int], files: [AtomicOutput], lambdas: [Double],
                                    checkFinite: Bool, advanced: (Int) -> Void) throws {
         let source = shard.file
         for file in files { try file.truncate(to: source.size) }
@@ -95,7 +101,7 @@ public enum CheckpointPatcher {
         var cursor = 0
         var work: [(tensor: Int, info: TensorInfo)] = []
         for info in shard.tensors {
-            if let t = patchIndex[info.name], info.dtype.isFloating {
+            if let t = patchIndex[TensorName(info.name)], info.dtype.isFloating {
                 if info.fileOffset > cursor { ranges.append((cursor, info.fileOffset)) }
                 cursor = info.fileOffset + info.byteCount
                 work.append((t, info))
@@ -140,6 +146,10 @@ public enum CheckpointPatcher {
                                               block: block, blockStart: item.block * entry.blockElements, patch: patch)
                     }
                     PatchKernels.apply(block, to: buffer, dtype: item.info.dtype, lambda: lambdas[k])
+                    if checkFinite {
+                        try checkFiniteResult(UnsafeRawPointer(buffer), info: item.info, count: block.count,
+                                              blockStart: item.block * entry.blockElements, lambda: lambdas[k], output: file.destination)
+                    }
                     try file.write(UnsafeRawBufferPointer(start: buffer, count: byteCount), at: offset)
                 }
             }
@@ -170,10 +180,66 @@ public enum CheckpointPatcher {
         }
     }
 
+    /// Throws `.invalidValue` naming the tensor and the element when finite inputs gave a
+    /// non-finite result (`lambda * tau` beyond float32, or a value beyond the base dtype's
+    /// range, such as float16's 65504): a checkpoint is never written with an infinity.
+    private static func checkFiniteResult(_ data: UnsafeRawPointer, info: TensorInfo, count: Int, blockStart: Int,
+                                          lambda: Double, output: String) throws {
+        guard let bad = FiniteValues.firstNonFinite(data, dtype: info.dtype, count: count) else { return }
+        throw NegPatchError(.invalidValue, file: output, tensor: info.name,
+                            "the patched value at \(FiniteValues.describe(element: blockStart + bad, shape: info.shape)) with lambda \(lambda) "
+                            + "is \(FiniteValues.value(data, dtype: info.dtype, at: bad)): beyond the range of \(info.dtype)")
+    }
+
+    /// The folders a sidecar's links may lead into: the base folder's own tree and, for a
+    /// Hugging Face cache snapshot (`models--ORG--NAME/snapshots/REV/`), the cache's `blobs/`
+    /// (every file of a snapshot is a link there). Real paths, links resolved.
+    static func linkRoots(of folder: String) -> [String] {
+        guard let root = realPath(folder) else { return [] }
+        var roots = [root]
+        let (snapshots, _) = splitPath(root)
+        if lastPathComponent(snapshots) == "snapshots", let blobs = realPath("\(splitPath(snapshots).folder)/blobs") {
+            roots.append(blobs)
+        }
+        return roots
+    }
+
+    /// Throws `.invalidArgument` when `path` (a sidecar named `name` in `base`) resolves to a
+    /// file outside every folder of `roots`.
+    static func checkLinkStaysInside(_ path: String, name: String, roots: [String], base: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return }
+        let target = realPath(path) ?? path
+        guard !roots.contains(where: { target.hasPrefix($0 + "/") }) else { return }
+        throw NegPatchError(.invalidArgument, file: path,
+                            "'\(name)' is a symbolic link to '\(target)', outside the checkpoint folder \(base) and its cache's blobs/: "
+                            + "not copied into the output (--allow-external-links copies it anyway)")
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     /// Copies the base folder's other files (index, config, tokenizer) into the output
     /// folder, leaving out weight files of other formats.
-    private static func copySidecars(from base: Checkpoint, into folder: AtomicFolder) throws {
-        let shardNames = Set(base.shards.map { lastPathComponent($0.path) })
+    private static func copySidecars(_ sidecars: [(name: String, path: String)], into folder: AtomicFolder) throws {
+        for sidecar in sidecars {
+            let source = try MappedFile(path: sidecar.path)
+            let output = try AtomicOutput(destination: folder.path(for: sidecar.name))
+            try output.write(source.bytes)
+            try output.commit()
+        }
+    }
+
+    /// The base folder's other files (index, config, tokenizer) that an output folder gets a
+    /// copy of, in name order: regular files (or links to them), not hidden, not shards, not
+    /// weight files of other formats. A link leading out of the base folder is refused
+    /// unless `allowExternalLinks` (`checkLinkStaysInside`), before anything is written.
+    private static func sidecars(of base: Checkpoint, allowExternalLinks: Bool) throws -> [(name: String, path: String)] {
+        let shardNames = Set(base.shards.map { TensorName(lastPathComponent($0.path)) })
+        let roots = allowExternalLinks ? [] : linkRoots(of: base.path)
         guard let dir = opendir(base.path) else {
             throw NegPatchError(.io, file: base.path, "cannot list folder: \(systemErrorText(errno))")
         }
@@ -185,16 +251,16 @@ public enum CheckpointPatcher {
             names.append(name)
         }
         closedir(dir)
+        var found: [(name: String, path: String)] = []
         for name in names.sorted() {
-            if name.hasPrefix(".") || shardNames.contains(name) { continue }
+            if name.hasPrefix(".") || shardNames.contains(TensorName(name)) { continue }
             if name != Checkpoint.indexFileName && foreignWeightExtensions.contains(where: { name.lowercased().hasSuffix($0) }) { continue }
             let path = "\(base.path)/\(name)"
             var info = stat()
             guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
-            let source = try MappedFile(path: path)
-            let output = try AtomicOutput(destination: folder.path(for: name))
-            try output.write(source.bytes)
-            try output.commit()
+            if !allowExternalLinks { try checkLinkStaysInside(path, name: name, roots: roots, base: base.path) }
+            found.append((name, path))
         }
+        return found
     }
 }

@@ -14,30 +14,31 @@ public final class Patcher: Sendable {
     public let patch: any PatchSource
     /// The lambda used (the patch's recommendation unless overridden).
     public let lambda: Double
-    private let tensorIndex: [String: Int]
+    private let tensorIndex: [TensorName: Int]
 
     /// Whether NaN or infinity in a patched tensor or in the patch's values is accepted;
     /// when not, `patch(tensor:...)` throws `.invalidValue` naming the tensor and element.
     public let allowNonFinite: Bool
 
     /// Creates a patcher for `patch` with `lambda` (default: the patch's recommended one).
-    /// Throws `.invalidArgument` for a non-finite lambda.
+    /// Throws `.invalidArgument` for a lambda that is not finite in float32.
     public init(patch: any PatchSource, lambda: Double? = nil, allowNonFinite: Bool = false) throws {
         self.allowNonFinite = allowNonFinite
         self.patch = patch
         let value = lambda ?? patch.index.metadata.lambda
-        guard value.isFinite else {
-            throw NegPatchError(.invalidArgument, file: patch.path, "lambda must be a finite number, got \(value)")
+        // Lambda multiplies tau in float32 for F32, F16 and BF16 tensors.
+        guard value.isFinite, Float(value).isFinite else {
+            throw NegPatchError(.invalidArgument, file: patch.path, "lambda must be a finite number within float32's range, got \(value)")
         }
         self.lambda = value
-        tensorIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { ($0.element.name, $0.offset) })
+        tensorIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { (TensorName($0.element.name), $0.offset) })
     }
 
     /// The names of the tensors the patch changes, in patch order.
     public var tensorNames: [String] { patch.index.tensors.map(\.name) }
 
     /// Whether the patch has an entry for `name`.
-    public func covers(_ name: String) -> Bool { tensorIndex[name] != nil }
+    public func covers(_ name: String) -> Bool { tensorIndex[TensorName(name)] != nil }
 
     /// Patches the raw bytes of tensor `name` in place. Returns false (and changes nothing)
     /// when the patch has no entry for it. Throws `.mismatch` if dtype, shape or byte count
@@ -46,7 +47,7 @@ public final class Patcher: Sendable {
     /// fails its checks; on a throw, the blocks already applied stay applied.
     @discardableResult
     public func patch(tensor name: String, dtype: DType, shape: [Int], data: UnsafeMutableRawBufferPointer) throws -> Bool {
-        guard let t = tensorIndex[name] else { return false }
+        guard let t = tensorIndex[TensorName(name)] else { return false }
         let entry = patch.index.tensors[t]
         guard entry.dtype == dtype, entry.shape == shape, data.count == entry.elements * dtype.size else {
             throw NegPatchError(.mismatch, file: patch.path, tensor: name,
@@ -67,14 +68,20 @@ public final class Patcher: Sendable {
                 throw NegPatchError(.invalidValue, file: patch.path, tensor: name,
                                     "non-finite task-vector value \(block.values[j]) at \(FiniteValues.describe(element: element, shape: shape))")
             }
-            PatchKernels.apply(block, to: start + b * entry.blockElements * dtype.size, dtype: dtype, lambda: lambda)
+            let blockData = start + b * entry.blockElements * dtype.size
+            PatchKernels.apply(block, to: blockData, dtype: dtype, lambda: lambda)
+            if !allowNonFinite, let bad = FiniteValues.firstNonFinite(blockData, dtype: dtype, count: block.count) {
+                throw NegPatchError(.invalidValue, file: patch.path, tensor: name,
+                                    "the patched value at \(FiniteValues.describe(element: b * entry.blockElements + bad, shape: shape)) with lambda \(lambda) "
+                                    + "is \(FiniteValues.value(blockData, dtype: dtype, at: bad)): beyond the range of \(dtype)")
+            }
         }
         return true
     }
 
     /// Decodes tensor `name` into its dense float32 task vector (`elements` floats).
     public func taskVector(_ name: String) throws -> [Float] {
-        guard let t = tensorIndex[name] else {
+        guard let t = tensorIndex[TensorName(name)] else {
             throw NegPatchError(.invalidArgument, file: patch.path, tensor: name, "not in the patch")
         }
         return try TaskVectorDecoder.dense(patch, tensor: t)

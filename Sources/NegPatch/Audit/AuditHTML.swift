@@ -436,7 +436,7 @@ public enum AuditHTML {
     static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
-        for character in text {
+        for character in DisplayText.escaped(text) {
             switch character {
             case "&": out += "&amp;"
             case "<": out += "&lt;"

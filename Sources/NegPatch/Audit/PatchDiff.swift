@@ -189,12 +189,12 @@ public enum PatchDiff {
                                 + "(use --ignore-base-mismatch to compare anyway)")
         }
         let selectedA = ia.tensors.indices.filter { filter?.matches(ia.tensors[$0].name) ?? true }
-        let positionInB = Dictionary(ib.tensors.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let positionInB = Dictionary(ib.tensors.enumerated().map { (TensorName($1.name), $0) }, uniquingKeysWith: { first, _ in first })
         var pairs: [(a: Int, b: Int)] = []
         var onlyInA: [String] = []
         for t in selectedA {
             let tensor = ia.tensors[t]
-            guard let u = positionInB[tensor.name] else {
+            guard let u = positionInB[TensorName(tensor.name)] else {
                 onlyInA.append(tensor.name)
                 continue
             }

@@ -30,13 +30,13 @@ public enum PatchLayers {
     /// the order of each layer's first tensor.
     public static func group(_ names: [String]) -> [(layer: String, members: [Int])] {
         var order: [String] = []
-        var members: [String: [Int]] = [:]
+        var members: [TensorName: [Int]] = [:]
         for (i, name) in names.enumerated() {
             let layer = layer(of: name)
-            if members[layer] == nil { order.append(layer) }
-            members[layer, default: []].append(i)
+            if members[TensorName(layer)] == nil { order.append(layer) }
+            members[TensorName(layer), default: []].append(i)
         }
-        return order.map { ($0, members[$0]!) }
+        return order.map { ($0, members[TensorName($0)]!) }
     }
 }
 

@@ -128,10 +128,10 @@ public enum PatchVerifier {
     /// tensor must be a floating tensor of the fingerprint with the same dtype and shape,
     /// and each floating tensor of the fingerprint must be patched.
     static func tensorsAgreeWithFingerprint(_ index: PatchIndex) -> [String] {
-        let byName = Dictionary(index.fingerprint.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let byName = Dictionary(index.fingerprint.map { (TensorName($0.name), $0) }, uniquingKeysWith: { first, _ in first })
         var problems: [String] = []
         for tensor in index.tensors {
-            guard let entry = byName[tensor.name] else {
+            guard let entry = byName[TensorName(tensor.name)] else {
                 problems.append("tensor '\(tensor.name)': patched but not in the base fingerprint")
                 continue
             }
@@ -140,8 +140,8 @@ public enum PatchVerifier {
                                 + "the base fingerprint says \(entry.dtype) \(describeShape(entry.shape))")
             }
         }
-        let patched = Set(index.tensors.map(\.name))
-        for entry in index.fingerprint where entry.dtype.isFloating && !patched.contains(entry.name) {
+        let patched = Set(index.tensors.map { TensorName($0.name) })
+        for entry in index.fingerprint where entry.dtype.isFloating && !patched.contains(TensorName(entry.name)) {
             problems.append("tensor '\(entry.name)': floating tensor of the base fingerprint has no entry in the patch")
         }
         return problems
@@ -156,11 +156,11 @@ public enum PatchVerifier {
 
     /// The differences of `fingerprintDifferences`, each with the tensor's name apart.
     static func fingerprintMismatches(_ actual: [FingerprintEntry], expected: [FingerprintEntry]) -> [(tensor: String, problem: String)] {
-        let have = Dictionary(actual.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let want = Set(expected.map(\.name))
+        let have = Dictionary(actual.map { (TensorName($0.name), $0) }, uniquingKeysWith: { first, _ in first })
+        let want = Set(expected.map { TensorName($0.name) })
         var differences: [(tensor: String, problem: String)] = []
         for entry in expected {
-            guard let found = have[entry.name] else {
+            guard let found = have[TensorName(entry.name)] else {
                 differences.append((entry.name, "missing from the base"))
                 continue
             }
@@ -172,7 +172,7 @@ public enum PatchVerifier {
                                     + "the patch expects \(XXH64.hex(entry.digest)))"))
             }
         }
-        for entry in actual where !want.contains(entry.name) {
+        for entry in actual where !want.contains(TensorName(entry.name)) {
             differences.append((entry.name, "in the base but not in the patch's base fingerprint"))
         }
         return differences

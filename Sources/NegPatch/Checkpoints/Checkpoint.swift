@@ -43,7 +43,7 @@ public final class Checkpoint: @unchecked Sendable {
     /// The sharded layout's `model.safetensors.index.json`, kept open so that, like the
     /// shards, it counts as an input no output may replace (`OpenInputs`).
     private let indexFile: MappedFile?
-    private let index: [String: Int]
+    private let index: [TensorName: Int]
 
     /// Opens the checkpoint at `path`. Throws `NegPatchError` naming the offending file (and
     /// tensor) when any file is malformed, the weight map disagrees with the shards, or a
@@ -74,14 +74,14 @@ public final class Checkpoint: @unchecked Sendable {
             shards = [try SafetensorsFile(path: path)]
         }
         var tensors: [CheckpointTensor] = []
-        var index: [String: Int] = [:]
+        var index: [TensorName: Int] = [:]
         for (s, shard) in shards.enumerated() {
             for tensor in shard.tensors {
-                if let previous = index[tensor.name] {
+                if let previous = index[TensorName(tensor.name)] {
                     throw NegPatchError(.malformed, file: shard.path, tensor: tensor.name,
                                         "tensor also stored in \(shards[tensors[previous].shard].path)")
                 }
-                index[tensor.name] = tensors.count
+                index[TensorName(tensor.name)] = tensors.count
                 tensors.append(CheckpointTensor(info: tensor, shard: s))
             }
         }
@@ -104,7 +104,7 @@ public final class Checkpoint: @unchecked Sendable {
             throw NegPatchError(.malformed, file: indexPath, "not a valid index: missing 'weight_map' object")
         }
         var shardNames: [String] = []
-        var seen = Set<String>()
+        var seen = Set<TensorName>()
         for (name, value) in map.sorted(by: { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }) {
             guard let shard = value.string else {
                 throw NegPatchError(.malformed, file: indexPath, tensor: name, "weight_map value is a \(value.kind), expected a file name")
@@ -112,7 +112,7 @@ public final class Checkpoint: @unchecked Sendable {
             guard !shard.isEmpty, !shard.contains("/"), shard != ".", shard != ".." else {
                 throw NegPatchError(.malformed, file: indexPath, tensor: name, "shard '\(shard)' is not a plain file name in the checkpoint folder")
             }
-            if seen.insert(shard).inserted { shardNames.append(shard) }
+            if seen.insert(TensorName(shard)).inserted { shardNames.append(shard) }
         }
         guard !shardNames.isEmpty else {
             throw NegPatchError(.malformed, file: indexPath, "weight_map is empty")
@@ -126,27 +126,27 @@ public final class Checkpoint: @unchecked Sendable {
         guard let json = try? StrictJSON.parse(file.bytes), case let .object(map)? = json["weight_map"] else {
             throw NegPatchError(.malformed, file: indexPath, "not a valid index")
         }
-        let shardIndex = Dictionary(uniqueKeysWithValues: shards.enumerated().map { (lastPathComponent($0.element.path), $0.offset) })
+        let shardIndex = Dictionary(uniqueKeysWithValues: shards.enumerated().map { (TensorName(lastPathComponent($0.element.path)), $0.offset) })
         for (name, value) in map {
-            guard let tensor = index[name] else {
+            guard let tensor = index[TensorName(name)] else {
                 throw NegPatchError(.malformed, file: indexPath, tensor: name, "listed in weight_map but stored in no shard")
             }
             let expected = value.string ?? ""
-            guard shardIndex[expected] == tensors[tensor].shard else {
+            guard shardIndex[TensorName(expected)] == tensors[tensor].shard else {
                 throw NegPatchError(.malformed, file: indexPath, tensor: name,
                                     "weight_map says '\(expected)' but the tensor is stored in '\(lastPathComponent(shards[tensors[tensor].shard].path))'")
             }
         }
         if map.count != tensors.count {
-            let listed = Set(map.map(\.key))
-            let extra = tensors.first { !listed.contains($0.info.name) }!
+            let listed = Set(map.map { TensorName($0.key) })
+            let extra = tensors.first { !listed.contains(TensorName($0.info.name)) }!
             throw NegPatchError(.malformed, file: shards[extra.shard].path, tensor: extra.info.name, "stored in a shard but missing from \(Self.indexFileName)")
         }
     }
 
     /// The tensor called `name`, if present.
     public func tensor(named name: String) -> CheckpointTensor? {
-        index[name].map { tensors[$0] }
+        index[TensorName(name)].map { tensors[$0] }
     }
 
     /// The raw bytes of `tensor`.

@@ -34,7 +34,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let metadata: [(key: String, value: String)]
     /// The length of the JSON header.
     public let headerLength: Int
-    private let index: [String: Int]
+    private let index: [TensorName: Int]
 
     /// Maps and validates `path`. Throws `NegPatchError` naming the file (and tensor) on the
     /// first problem found.
@@ -55,13 +55,20 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw malformed("file is \(bytes.count) bytes, shorter than the 8-byte header length")
         }
         let declared = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        guard declared <= UInt64(bytes.count - 8) else {
+            // Most often another kind of file given where a checkpoint belongs: say which.
+            if let kind = Self.describeOtherKind(bytes) {
+                throw NegPatchError(.malformed, file: path, "not a safetensors checkpoint: \(kind)")
+            }
+            if declared > UInt64(Self.maxHeaderLength) {
+                throw malformed("header length \(declared) exceeds the limit of \(Self.maxHeaderLength) bytes")
+            }
+            throw malformed("header of \(declared) bytes runs past the end of the \(bytes.count)-byte file")
+        }
         guard declared <= UInt64(Self.maxHeaderLength) else {
             throw malformed("header length \(declared) exceeds the limit of \(Self.maxHeaderLength) bytes")
         }
         let headerLength = Int(declared)
-        guard headerLength <= bytes.count - 8 else {
-            throw malformed("header of \(headerLength) bytes runs past the end of the \(bytes.count)-byte file")
-        }
         self.headerLength = headerLength
         let headerBytes = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + headerLength)])
         let json: JSONValue
@@ -81,6 +88,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         parsed.reserveCapacity(entries.count)
         for (name, value) in entries {
             if name == "__metadata__" {
+                // The reference implementation reads `null` as no metadata.
+                if case .null = value { continue }
                 guard case let .object(pairs) = value else {
                     throw malformed("__metadata__ is a \(value.kind), expected an object of strings")
                 }
@@ -107,7 +116,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             var shape: [Int] = []
             for dim in dims {
                 guard let d = dim.nonNegativeInt else {
-                    throw malformed("shape entry \(dim) is not a non-negative integer", tensor: name)
+                    throw malformed("shape entry \(dim.shown) is not a non-negative integer", tensor: name)
                 }
                 shape.append(d)
             }
@@ -125,9 +134,9 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard let elements = checkedElementCount(shape) else {
                 throw malformed("shape \(describeShape(shape)) overflows", tensor: name)
             }
-            let (byteCount, overflow) = elements.multipliedReportingOverflow(by: dtype.size)
-            guard !overflow else {
-                throw malformed("shape \(describeShape(shape)) of \(dtype) overflows", tensor: name)
+            guard let byteCount = dtype.byteCount(elements: elements) else {
+                throw malformed(dtype.bits % 8 == 0 ? "shape \(describeShape(shape)) of \(dtype) overflows"
+                                : "shape \(describeShape(shape)) of \(dtype) (\(dtype.bits) bits each) does not end on a byte boundary", tensor: name)
             }
             guard byteCount == end - begin else {
                 throw malformed("data_offsets [\(begin), \(end)] hold \(end - begin) bytes but shape \(describeShape(shape)) of \(dtype) needs \(byteCount)", tensor: name)
@@ -156,14 +165,31 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         self.tensors = parsed.map(\.info)
         self.metadata = metadata
-        var index: [String: Int] = [:]
-        for (i, info) in tensors.enumerated() { index[info.name] = i }
+        var index: [TensorName: Int] = [:]
+        for (i, info) in tensors.enumerated() { index[TensorName(info.name)] = i }
         self.index = index
+    }
+
+    /// What a file that is not a safetensors checkpoint looks like, when it is a kind people
+    /// give by mistake: a patch (arguments swapped), or a JSON file (a sharded index, whose
+    /// folder is the checkpoint).
+    static func describeOtherKind(_ bytes: UnsafeRawBufferPointer) -> String? {
+        let prefix = Array(bytes.prefix(16))
+        if let format = PatchFormats.all.first(where: { $0.recognises(prefix) }) {
+            return "it is a NegPatch patch (\(format.name) format); are --base and --patch swapped?"
+        }
+        if prefix.starts(with: [0x89, 0x48, 0x44, 0x46]) {
+            return "it is an HDF5 file"
+        }
+        if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }), first == UInt8(ascii: "{") {
+            return "it is a JSON file; for a sharded checkpoint give its folder (which holds \(Checkpoint.indexFileName))"
+        }
+        return nil
     }
 
     /// The tensor called `name`, if present.
     public func tensor(named name: String) -> TensorInfo? {
-        index[name].map { tensors[$0] }
+        index[TensorName(name)].map { tensors[$0] }
     }
 
     /// The raw bytes of a tensor of this file.

@@ -17,7 +17,7 @@ public struct SafetensorsHeader {
         }
 
         /// Data bytes.
-        public var byteCount: Int { (checkedElementCount(shape) ?? 0) * dtype.size }
+        public var byteCount: Int { dtype.byteCount(elements: checkedElementCount(shape) ?? 0) ?? 0 }
     }
 
     /// The bytes that start the file: the 8-byte length and the JSON header, padded with

@@ -130,11 +130,21 @@ public enum PatchFormats {
         return all.first { format in format.extensions.contains { lower.hasSuffix(".\($0)") } } ?? NegPatchFormat.self
     }
 
+    /// Whether `bytes` start like a safetensors file: a header length that fits, then `{`.
+    static func looksLikeSafetensors(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count >= 10 else { return false }
+        let length = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        return length >= 2 && length <= UInt64(bytes.count - 8) && bytes[8] == UInt8(ascii: "{")
+    }
+
     /// Opens the patch at `path`, recognising its format by content.
     public static func open(_ path: String) throws -> any PatchSource {
         let file = try MappedFile(path: path)
         let prefix = Array(file.bytes.prefix(16))
         guard let format = all.first(where: { $0.recognises(prefix) }) else {
+            if looksLikeSafetensors(file.bytes) {
+                throw NegPatchError(.malformed, file: path, "not a NegPatch patch: it is a safetensors checkpoint; are --base and --patch swapped?")
+            }
             throw NegPatchError(.malformed, file: path, "not a NegPatch patch (unrecognised signature)")
         }
         return try format.open(path: path)

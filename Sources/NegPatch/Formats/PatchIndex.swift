@@ -264,10 +264,10 @@ struct PatchIndexDecoder {
               case let .array(fpEntries)? = fp["tensors"]
         else { throw bad("missing or unsupported 'base_fingerprint'") }
         var fingerprint: [FingerprintEntry] = []
-        var fpNames = Set<String>()
+        var fpNames = Set<TensorName>()
         for entry in fpEntries {
             guard let name = entry["name"]?.string else { throw bad("base_fingerprint entry without a name") }
-            guard fpNames.insert(name).inserted else { throw bad("base_fingerprint lists the tensor twice", tensor: name) }
+            guard fpNames.insert(TensorName(name)).inserted else { throw bad("base_fingerprint lists the tensor twice", tensor: name) }
             guard let dtype = entry["dtype"]?.string.flatMap(DType.init(rawValue:)) else {
                 throw bad("base_fingerprint entry has an unknown dtype", tensor: name)
             }
@@ -279,10 +279,10 @@ struct PatchIndexDecoder {
         }
         guard case let .array(tensorEntries)? = json["tensors"] else { throw bad("missing 'tensors' array") }
         var tensors: [PatchTensor] = []
-        var names = Set<String>()
+        var names = Set<TensorName>()
         for entry in tensorEntries {
             let tensor = try decodeTensor(entry, n: metadata.n)
-            guard names.insert(tensor.name).inserted else { throw bad("tensor listed twice", tensor: tensor.name) }
+            guard names.insert(TensorName(tensor.name)).inserted else { throw bad("tensor listed twice", tensor: tensor.name) }
             tensors.append(tensor)
         }
         return PatchIndex(metadata: metadata, fingerprint: fingerprint, tensors: tensors)

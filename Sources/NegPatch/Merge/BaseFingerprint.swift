@@ -41,30 +41,36 @@ public enum BaseFingerprint {
         }
         try checkStructure(checkpoint, matches: expected, patch: patch, all: true)
         let actual = compute(checkpoint)
-        let byName = Dictionary(uniqueKeysWithValues: actual.map { ($0.name, $0.digest) })
-        for entry in expected where byName[entry.name] != entry.digest {
-            throw mismatch(entry.name, "base fingerprint differs (content xxh64 \(XXH64.hex(byName[entry.name] ?? 0)), patch expects \(XXH64.hex(entry.digest)))")
+        let byName = Dictionary(uniqueKeysWithValues: actual.map { (TensorName($0.name), $0.digest) })
+        for entry in expected where byName[TensorName(entry.name)] != entry.digest {
+            throw mismatch(entry.name, "base fingerprint differs (content xxh64 \(XXH64.hex(byName[TensorName(entry.name)] ?? 0)), patch expects \(XXH64.hex(entry.digest)))")
         }
     }
 
     /// Checks names, dtypes and shapes only. With `all`, the checkpoint must hold exactly
     /// the listed tensors; otherwise only the listed tensors must be present and alike.
     public static func checkStructure(_ checkpoint: Checkpoint, matches expected: [FingerprintEntry], patch: String, all: Bool) throws {
+        // --ignore-base-mismatch overrides a difference of content only: a patch cannot be
+        // applied across names, dtypes or shapes, so these errors do not suggest it.
         func mismatch(_ tensor: String?, _ message: String) -> NegPatchError {
             NegPatchError(.mismatch, file: checkpoint.path, tensor: tensor,
-                          "\(message): this is not the base the patch \(patch) was made for (use --ignore-base-mismatch to apply anyway)")
+                          "\(message): this is not the base the patch \(patch) was made for")
         }
         for entry in expected {
             guard let tensor = checkpoint.tensor(named: entry.name) else {
                 throw mismatch(entry.name, "tensor missing from the base")
             }
-            guard tensor.info.dtype == entry.dtype, tensor.info.shape == entry.shape else {
+            guard tensor.info.dtype == entry.dtype else {
+                throw mismatch(entry.name, "the dtypes differ: the base holds \(tensor.info.dtype), the patch was made for \(entry.dtype) "
+                               + "(a converted copy of the base?)")
+            }
+            guard tensor.info.shape == entry.shape else {
                 throw mismatch(entry.name, "base has \(tensor.info.dtype) \(describeShape(tensor.info.shape)), patch expects \(entry.dtype) \(describeShape(entry.shape))")
             }
         }
         if all && checkpoint.tensors.count != expected.count {
-            let listed = Set(expected.map(\.name))
-            let extra = checkpoint.tensors.first { !listed.contains($0.info.name) }
+            let listed = Set(expected.map { TensorName($0.name) })
+            let extra = checkpoint.tensors.first { !listed.contains(TensorName($0.info.name)) }
             throw mismatch(extra?.info.name, "tensor not in the patch's base fingerprint")
         }
     }

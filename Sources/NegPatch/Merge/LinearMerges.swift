@@ -30,8 +30,9 @@ public struct TaskArithmetic: MergeMethod {
         guard weights.count == n else {
             throw NegPatchError(.invalidArgument, file: nil, "--weights lists \(weights.count) weights for \(n) checkpoints")
         }
-        guard weights.allSatisfy(\.isFinite) else {
-            throw NegPatchError(.invalidArgument, file: nil, "--weights must be finite numbers")
+        // The weights multiply in float32: one beyond its range would be infinite there.
+        guard weights.allSatisfy({ $0.isFinite && Float($0).isFinite }) else {
+            throw NegPatchError(.invalidArgument, file: nil, "--weights must be finite numbers within float32's range (|w| < 3.4e38)")
         }
     }
 

@@ -23,8 +23,19 @@ public enum MergeMethods {
         public let name: String
         /// What it does, in one line.
         public let summary: String
+        /// The parameters it reads, by option name (`density`, `min-agree`, ...): any other
+        /// parameter given with this method is a mistake the command line refuses.
+        public let parameters: [String]
         /// Builds the method for `n` models.
         public let make: @Sendable (_ parameters: MergeParameters, _ n: Int) throws -> any MergeMethod
+
+        init(name: String, summary: String, parameters: [String] = [],
+             make: @escaping @Sendable (_ parameters: MergeParameters, _ n: Int) throws -> any MergeMethod) {
+            self.name = name
+            self.summary = summary
+            self.parameters = parameters
+            self.make = make
+        }
     }
 
     /// Every method, in the order `--help` lists them. A new method is one new type and one
@@ -33,18 +44,19 @@ public enum MergeMethods {
         Entry(name: "negmerge", summary: "keep elements where all n task vectors agree in sign; their mean") { _, _ in
             SignConsensus.negMerge
         },
-        Entry(name: "consensus", summary: "keep elements where at least --min-agree share the majority sign; their mean") { p, n in
+        Entry(name: "consensus", summary: "keep elements where at least --min-agree share the majority sign; their mean",
+              parameters: ["min-agree"]) { p, n in
             SignConsensus.relaxed(minAgree: p.minAgree ?? (n / 2 + 1))
         },
         Entry(name: "uniform", summary: "mean of all task vectors") { _, _ in UniformMerge() },
-        Entry(name: "task-arithmetic", summary: "weighted sum, --weights w1,...,wn (default all 1)") { p, _ in
+        Entry(name: "task-arithmetic", summary: "weighted sum, --weights w1,...,wn (default all 1)", parameters: ["weights"]) { p, _ in
             TaskArithmetic(weights: p.weights)
         },
-        Entry(name: "ties", summary: "TIES: per-tensor top --density trim, elected sign, disjoint mean") { p, _ in
+        Entry(name: "ties", summary: "TIES: per-tensor top --density trim, elected sign, disjoint mean", parameters: ["density"]) { p, _ in
             TiesMerging(density: p.density ?? 0.2)
         },
         Entry(name: "magmax", summary: "per element, the value of largest magnitude") { _, _ in MagMax() },
-        Entry(name: "dare", summary: "drop with probability --drop, rescale by 1/(1-p), mean; --seed") { p, _ in
+        Entry(name: "dare", summary: "drop with probability --drop, rescale by 1/(1-p), mean; --seed", parameters: ["drop", "seed"]) { p, _ in
             Dare(drop: p.drop ?? 0.9, seed: p.seed ?? 0)
         },
     ]
@@ -52,9 +64,14 @@ public enum MergeMethods {
     /// The names of all methods.
     public static var names: [String] { all.map(\.name) }
 
+    /// The entry of the method called `name`, if there is one.
+    public static func entry(_ name: String) -> Entry? {
+        all.first { $0.name == name }
+    }
+
     /// Builds the method called `name` for `n` models.
     public static func make(_ name: String, parameters: MergeParameters, modelCount n: Int) throws -> any MergeMethod {
-        guard let entry = all.first(where: { $0.name == name }) else {
+        guard let entry = entry(name) else {
             throw NegPatchError(.invalidArgument, file: nil, "unknown merge method '\(name)' (known: \(names.joined(separator: ", ")))")
         }
         let method = try entry.make(parameters, n)

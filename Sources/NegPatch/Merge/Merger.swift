@@ -205,6 +205,16 @@ public enum Merger {
                     return try denseBlocks.withResource { dense in
                         activeKernels[item.tensor]!.merge(start: item.start, count: item.count, into: dense,
                                                           agreement: histograms.baseAddress! + j * (n + 1))
+                        // Finite inputs can still sum past float32's range (uniform, weighted
+                        // sums): a patch never holds an infinity. Non-finite inputs are
+                        // reported as such below.
+                        if !request.allowNonFinite, nonFinite[item.tensor] == 0, !FiniteValues.allFinite(dense, count: item.count) {
+                            let bad = UnsafeBufferPointer(start: dense, count: item.count).firstIndex { !$0.isFinite }!
+                            let tensor = floating[item.tensor].info
+                            throw NegPatchError(.invalidValue, file: nil, tensor: tensor.name,
+                                                "the merged value at \(FiniteValues.describe(element: item.start + bad, shape: tensor.shape)) is \(dense[bad]): "
+                                                + "the \(request.method.name) result overflows float32")
+                        }
                         return try writer.prepare(dense: dense, count: item.count)
                     }
                 }

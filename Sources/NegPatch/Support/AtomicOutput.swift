@@ -226,18 +226,11 @@ public final class AtomicFolder {
         syncFolder(splitPath(resolvedDestination).folder)
     }
 
-    /// Removes the temporary folder and everything in it.
+    /// Removes the temporary folder and everything in it (folders inside it too, as a
+    /// sweep of folder checkpoints makes; links are removed, never followed).
     public func discard() {
-        guard !committed, let dir = opendir(temporaryPath) else { return }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name == "." || name == ".." { continue }
-            unlink("\(temporaryPath)/\(name)")
-        }
-        closedir(dir)
-        rmdir(temporaryPath)
+        guard !committed else { return }
+        removeTree(temporaryPath)
     }
 }
 
@@ -270,6 +263,28 @@ func resolveLinks(_ path: String) throws -> String {
 /// The last component of a path, as recorded in patch metadata.
 public func lastPathComponent(_ path: String) -> String {
     splitPath(path).name
+}
+
+/// Removes `path` and, if it is a folder (not a link to one), everything below it.
+private func removeTree(_ path: String) {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return }
+    guard (info.st_mode & S_IFMT) == S_IFDIR else {
+        unlink(path)
+        return
+    }
+    if let dir = opendir(path) {
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        closedir(dir)
+        for name in names { removeTree("\(path)/\(name)") }
+    }
+    rmdir(path)
 }
 
 private func isEmptyFolder(_ path: String) -> Bool {

@@ -45,12 +45,15 @@ public struct NegPatchError: Error, CustomStringConvertible, Sendable, Equatable
         self.message = message
     }
 
-    /// One line: `FILE: tensor 'NAME': MESSAGE`, leaving out what does not apply.
+    /// One line: `FILE: tensor 'NAME': MESSAGE`, leaving out what does not apply. Names
+    /// and paths come from files: their control characters are shown escaped (so a name can
+    /// never end the line or drive the terminal) and long ones are shortened in the middle
+    /// (`DisplayText`), so the line stays one readable line.
     public var description: String {
         var parts: [String] = []
-        if let file { parts.append(file) }
-        if let tensor { parts.append("tensor '\(tensor)'") }
-        parts.append(message)
+        if let file { parts.append(DisplayText.shortened(file, limit: 240)) }
+        if let tensor { parts.append("tensor '\(DisplayText.shortened(tensor, limit: 240))'") }
+        parts.append(DisplayText.shortened(message, limit: 1000))
         return parts.joined(separator: ": ")
     }
 

@@ -22,6 +22,18 @@ public indirect enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// The value as it appears in JSON, for error messages (`4e0`, `"x"`, `[...]`).
+    public var shown: String {
+        switch self {
+        case let .number(text): text
+        case let .string(text): "\"\(text)\""
+        case let .bool(value): String(value)
+        case .null: "null"
+        case .array: "[...]"
+        case .object: "{...}"
+        }
+    }
+
     /// A short name of the value's kind, for error messages.
     public var kind: String {
         switch self {
@@ -37,7 +49,7 @@ public indirect enum JSONValue: Sendable, Equatable {
     /// The value of `key` in an object (first occurrence; parsing rejects duplicates).
     public subscript(key: String) -> JSONValue? {
         guard case let .object(entries) = self else { return nil }
-        return entries.first(where: { $0.key == key })?.value
+        return entries.first(where: { $0.key.sameBytes(as: key) })?.value
     }
 
     /// A non-negative integer that fits in `Int`, or nil (fractions, exponents, signs,
@@ -144,7 +156,8 @@ public struct StrictJSON {
     private mutating func parseObject(depth: Int) throws -> JSONValue {
         position += 1
         var entries: [(key: String, value: JSONValue)] = []
-        var seen = Set<String>()
+        // Keys are compared by their bytes, not by Unicode equivalence (`TensorName`).
+        var seen = Set<TensorName>()
         skipWhitespace()
         if current == UInt8(ascii: "}") {
             position += 1
@@ -155,7 +168,7 @@ public struct StrictJSON {
             guard current == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let keyOffset = position
             let key = try parseString()
-            guard seen.insert(key).inserted else {
+            guard seen.insert(TensorName(key)).inserted else {
                 throw ParseError(offset: keyOffset, reason: "duplicate key '\(key)'")
             }
             skipWhitespace()
@@ -245,9 +258,20 @@ public struct StrictJSON {
             }
             view.append(contentsOf: text.unicodeScalars)
         }
+        var escaped = false
         while true {
             guard let byte = current else { throw fail("unterminated string") }
             if byte == UInt8(ascii: "\"") {
+                // Most strings (every tensor name, in practice) hold no escape: one
+                // validated copy of their bytes, with no scalar-by-scalar rebuilding.
+                if !escaped {
+                    let run = UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])
+                    guard let text = String(validating: run, as: UTF8.self) else {
+                        throw ParseError(offset: runStart, reason: "invalid UTF-8 in string")
+                    }
+                    position += 1
+                    return text
+                }
                 try flushRun(position, into: &scalars)
                 position += 1
                 return String(scalars)
@@ -258,6 +282,7 @@ public struct StrictJSON {
                 continue
             }
             try flushRun(position, into: &scalars)
+            escaped = true
             position += 1
             guard let escape = current else { throw fail("unterminated escape") }
             position += 1

@@ -23,7 +23,7 @@ struct Apply: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The patch (.negpatch or .h5).", valueName: "patch"))
     var patch: String
 
-    @Option(help: ArgumentHelp("Lambda, or a list a,b,c, or a range start:stop:step (default: the patch's).", valueName: "lambda"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Lambda, or a list a,b,c, or a range start:stop:step (default: the patch's).", valueName: "lambda"))
     var lambda: String?
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The checkpoint to write (a folder for several lambdas).", valueName: "out"))
@@ -43,11 +43,15 @@ struct Apply: ParsableCommand {
     @Flag(name: .customLong("allow-nonfinite"), help: "Apply even if the patched base tensors or the patch hold NaN or infinity.")
     var allowNonFinite = false
 
+    @Flag(name: .customLong("allow-external-links"), help: "Copy a folder base's config and tokenizer files even when they are symbolic links leading outside the folder (and its Hugging Face cache's blobs/).")
+    var allowExternalLinks = false
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
     func validate() throws {
         if let lambda { _ = try LambdaList.parse(lambda) }
+        try OutputNames.checkCheckpoint(output)
         if signature != nil && trustedKeys.isEmpty {
             throw ValidationError("--signature needs --trusted-key")
         }
@@ -65,18 +69,23 @@ struct Apply: ParsableCommand {
         let source = try PatchFormats.open(patch)
         let lambdas = try lambda.map(LambdaList.parse) ?? [(source.index.metadata.lambda, nil)]
         var outputs: [(lambda: Double, path: String)]
+        // A sweep is built in a hidden folder beside OUT and renamed into place when every
+        // checkpoint is written: an error or a signal leaves OUT as it was.
+        var sweep: AtomicFolder?
         if lambdas.count == 1 {
             outputs = [(lambdas[0].value, output)]
         } else {
-            try LambdaList.makeFolder(output)
+            sweep = try LambdaList.makeFolder(output)
             let suffix = baseCheckpoint.layout == .file ? ".safetensors" : ""
-            outputs = lambdas.map { ($0.value, "\(output)/lambda-\($0.label ?? String($0.value))\(suffix)") }
+            outputs = lambdas.map { ($0.value, sweep!.path(for: "lambda-\($0.label ?? String($0.value))\(suffix)")) }
         }
         var request = ApplyRequest(base: baseCheckpoint, patch: source, outputs: outputs)
         request.ignoreBaseMismatch = ignoreBaseMismatch
         request.allowNonFinite = allowNonFinite
+        request.allowExternalLinks = allowExternalLinks
         let bar = ProgressBar("apply", quiet: quiet)
         let bytes = try CheckpointPatcher.run(request, progress: bar.update)
+        try sweep?.commit()
         bar.finish()
         let index = source.index
         let what = outputs.count == 1 ? "lambda \(outputs[0].lambda)" : "\(outputs.count) lambdas"
@@ -91,11 +100,12 @@ enum LambdaList {
     /// Each value with the label its output is named by (the text as given, for listed values).
     static func parse(_ text: String) throws -> [(value: Double, label: String?)] {
         var values: [(value: Double, label: String?)] = []
-        for token in text.split(separator: ",", omittingEmptySubsequences: false).map({ $0.trimmingCharacters(in: .whitespaces) }) {
+        for piece in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let token = String(piece)
             let parts = token.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             if parts.count == 3 {
-                guard let start = Double(parts[0]), let stop = Double(parts[1]), let step = Double(parts[2]),
-                      start.isFinite, stop.isFinite, step.isFinite, step > 0, stop >= start
+                guard let start = StrictNumber.double(parts[0]), let stop = StrictNumber.double(parts[1]),
+                      let step = StrictNumber.double(parts[2]), step > 0, stop >= start
                 else { throw ValidationError("--lambda range '\(token)' must be start:stop:step with step > 0 and stop >= start") }
                 let steps = Int(((stop - start) / step + 1e-9).rounded(.down))
                 guard steps < 100_000 else { throw ValidationError("--lambda range '\(token)' has too many values") }
@@ -105,31 +115,32 @@ enum LambdaList {
                     values.append((value, String(value)))
                 }
             } else {
-                guard parts.count == 1, let value = Double(token), value.isFinite else {
+                guard parts.count == 1, let value = StrictNumber.double(token) else {
                     throw ValidationError("--lambda '\(token)' is not a finite number or a range start:stop:step")
                 }
                 values.append((value, token))
             }
         }
         guard !values.isEmpty else { throw ValidationError("--lambda is empty") }
-        let labels = values.compactMap(\.label)
-        guard Set(labels).count == labels.count else { throw ValidationError("--lambda lists a value twice") }
+        // Values, not spellings: 0.1 and 0.10 are one checkpoint.
+        var seen = Set<Double>()
+        for value in values where !seen.insert(value.value).inserted {
+            throw ValidationError("--lambda lists the value \(value.value) twice")
+        }
+        // Lambda multiplies tau in float32 (for F32, F16 and BF16 bases).
+        if let huge = values.first(where: { !Float($0.value).isFinite }) {
+            throw ValidationError("--lambda \(huge.value) is beyond float32's range (|lambda| < 3.4e38)")
+        }
         return values
     }
 
-    /// Creates the sweep's output folder if needed.
-    static func makeFolder(_ path: String) throws {
+    /// The sweep's output folder, written atomically: `path` must not exist or be an empty
+    /// folder (a sweep never mixes its checkpoints with files already there).
+    static func makeFolder(_ path: String) throws -> AtomicFolder {
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw NegPatchError(.invalidArgument, file: path, "several lambdas need a folder as output, and this is a file")
-            }
-            return
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw NegPatchError(.invalidArgument, file: path, "several lambdas need a folder as output, and this is a file")
         }
-        do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        } catch {
-            throw NegPatchError(.io, file: path, "cannot create the output folder: \(error.localizedDescription)")
-        }
+        return try AtomicFolder(destination: path)
     }
 }

@@ -57,14 +57,14 @@ struct Audit: ParsableCommand {
         let report = PatchAudit.run(source, options: options, progress: bar.update)
         bar.finish()
         if json {
-            print(String(decoding: CanonicalJSON.encode(report.json()), as: UTF8.self))
+            Swift.print(String(decoding: CanonicalJSON.encode(report.json()), as: UTF8.self))  // JSON escapes what it must
         } else {
             AuditText.print(report)
         }
         if let html {
             let bytes = try AuditHTML.write(report, to: html)
             let line = "wrote \(html) (\(Terminal.bytes(bytes)))"
-            if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            if json { FileHandle.standardError.write(Data((DisplayText.escaped(line) + "\n").utf8)) } else { print(line) }
         }
         if report.integrity.verdict == .damaged { throw ExitCode(1) }
     }
@@ -79,7 +79,7 @@ enum AuditText {
     static func lines(_ report: PatchAuditReport) -> [String] {
         var out: [String] = []
         let m = report.metadata
-        out.append("\(lastPathComponent(report.path)): \(report.format) patch, \(Terminal.bytes(report.fileSize)) on disk "
+        out.append("\(DisplayText.escaped(lastPathComponent(report.path))): \(report.format) patch, \(Terminal.bytes(report.fileSize)) on disk "
                    + "(parts \(Terminal.bytes(report.patchStoredBytes)), index and framing \(Terminal.bytes(report.overheadBytes)))")
         let parameters = m.parameters.isEmpty ? "no parameters"
             : m.parameters.map { "\($0.key)=\(String(decoding: CanonicalJSON.encode($0.value), as: UTF8.self))" }.joined(separator: ", ")
@@ -92,7 +92,7 @@ enum AuditText {
         out.append(field("tool", m.tool))
         out.append(field("integrity", integrityLine(report.integrity, format: report.format)))
         for problem in report.integrity.problems.prefix(20) {
-            out += TextTable.wrap("! " + problem, first: 13, indent: 15).enumerated().map { $0.offset == 0 ? String(repeating: " ", count: 13) + $0.element : $0.element }
+            out += TextTable.wrap("! " + DisplayText.escaped(problem), first: 13, indent: 15).enumerated().map { $0.offset == 0 ? String(repeating: " ", count: 13) + $0.element : $0.element }
         }
         if report.integrity.problems.count > 20 { out.append("             ! … and \(report.integrity.problems.count - 20) more") }
         if let filter = report.filter {
@@ -172,7 +172,7 @@ enum AuditText {
     /// `  name       value`, the value wrapped to the table width under itself.
     private static func field(_ name: String, _ value: String) -> String {
         let prefix = "  " + Terminal.padRight(name, 10) + " "
-        return prefix + TextTable.wrap(value, first: prefix.count, indent: prefix.count).joined(separator: "\n")
+        return prefix + TextTable.wrap(DisplayText.escaped(value), first: prefix.count, indent: prefix.count).joined(separator: "\n")
     }
 
     private static func bits(_ value: Double) -> String {

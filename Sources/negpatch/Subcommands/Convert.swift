@@ -23,8 +23,8 @@ struct Convert: ParsableCommand {
     @Option(help: "Output format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from OUT's extension).")
     var format: String?
 
-    @Option(help: "HDF5 compression: \(HDF5PatchFormat.compressions.joined(separator: " or ")).")
-    var compression = "gzip"
+    @Option(help: "HDF5 compression: \(HDF5PatchFormat.compressions.joined(separator: " or ")) (default gzip).")
+    var compression: String?
 
     @Option(help: "Compression level: zstd 1-22 for .negpatch (default \(Zstd.defaultLevel)), gzip 1-9 for HDF5 (default \(HDF5PatchFormat.defaultGzipLevel)).")
     var level: Int?
@@ -45,7 +45,7 @@ struct Convert: ParsableCommand {
         let bar = ProgressBar("convert", quiet: quiet)
         let bytes = try PatchConversion.convert(source, to: writer, progress: bar.update)
         bar.finish()
-        let what = outputFormat == HDF5PatchFormat.self ? "hdf5, \(compression)" : outputFormat.name
+        let what = outputFormat == HDF5PatchFormat.self ? "hdf5, \(compression ?? "gzip")" : outputFormat.name
         print("converted \(lastPathComponent(input)) (\(source.formatName), \(Terminal.bytes(source.fileSize))) "
               + "to \(what): \(Terminal.bytes(bytes)), \(source.index.tensors.count) tensors, "
               + String(format: "%.2f s", clock.seconds) + " -> \(output)")
@@ -55,12 +55,18 @@ struct Convert: ParsableCommand {
 /// The output options `merge` and `convert` share: format, HDF5 compression, level.
 enum PatchOutputOptions {
     /// Checks the options for the format `output` will be written in.
-    static func validate(format: String?, compression: String, level: Int?, output: String) throws {
+    static func validate(format: String?, compression: String?, level: Int?, output: String) throws {
         if let format, PatchFormats.named(format) == nil {
             throw ValidationError("unknown --format '\(format)' (known: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")))")
         }
-        guard HDF5PatchFormat.compressions.contains(compression) else {
-            throw ValidationError("unknown --compression '\(compression)' (known: \(HDF5PatchFormat.compressions.joined(separator: ", ")))")
+        try OutputNames.checkPatch(output)
+        if let compression {
+            guard HDF5PatchFormat.compressions.contains(compression) else {
+                throw ValidationError("unknown --compression '\(compression)' (known: \(HDF5PatchFormat.compressions.joined(separator: ", ")))")
+            }
+            guard Self.format(format, output: output) == HDF5PatchFormat.self else {
+                throw ValidationError("--compression applies to HDF5 patches only; .negpatch is always zstd (use --level)")
+            }
         }
         if let level {
             if Self.format(format, output: output) == HDF5PatchFormat.self {
@@ -77,9 +83,9 @@ enum PatchOutputOptions {
     }
 
     /// Writer options for `format`: the level goes to zstd or to gzip.
-    static func writerOptions(format: any PatchFormat.Type, compression: String, level: Int?) -> PatchWriterOptions {
+    static func writerOptions(format: any PatchFormat.Type, compression: String?, level: Int?) -> PatchWriterOptions {
         var options = PatchWriterOptions()
-        options.hdf5Compression = compression
+        if let compression { options.hdf5Compression = compression }
         if let level {
             if format == HDF5PatchFormat.self {
                 options.gzipLevel = level

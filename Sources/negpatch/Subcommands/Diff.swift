@@ -48,7 +48,7 @@ struct Diff: ParsableCommand {
                                            ignoreBaseMismatch: ignoreBaseMismatch, progress: bar.update)
         bar.finish()
         if json {
-            print(String(decoding: CanonicalJSON.encode(report.json()), as: UTF8.self))
+            Swift.print(String(decoding: CanonicalJSON.encode(report.json()), as: UTF8.self))  // JSON escapes what it must
             return
         }
         func describe(_ m: PatchMetadata) -> String {

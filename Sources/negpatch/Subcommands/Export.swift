@@ -16,6 +16,10 @@ struct Export: ParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
+    func validate() throws {
+        try OutputNames.checkCheckpoint(output)
+    }
+
     func run() throws {
         let clock = Stopwatch()
         let source = try PatchFormats.open(patch)

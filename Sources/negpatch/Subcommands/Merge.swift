@@ -27,20 +27,20 @@ struct Merge: ParsableCommand {
     @Option(help: "Merge method: \(MergeMethods.names.joined(separator: ", ")).")
     var method = "negmerge"
 
-    @Option(help: "Recommended lambda recorded in the patch (theta = base - lambda * tau).")
-    var lambda = 1.0
+    @Option(parsing: .unconditional, help: "Recommended lambda recorded in the patch (theta = base - lambda * tau).")
+    var lambda = Number(1.0)
 
     @Option(name: .customLong("min-agree"), help: "consensus: how many task vectors must share the majority sign (default: a majority).")
     var minAgree: Int?
 
-    @Option(help: ArgumentHelp("task-arithmetic: one weight per checkpoint, comma-separated (default all 1).", valueName: "w1,...,wn"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("task-arithmetic: one weight per checkpoint, comma-separated (default all 1).", valueName: "w1,...,wn"))
     var weights: String?
 
     @Option(help: "ties: share of each task vector kept by magnitude, per tensor (default 0.2).")
-    var density: Double?
+    var density: Number?
 
     @Option(help: "dare: drop probability (default 0.9).")
-    var drop: Double?
+    var drop: Number?
 
     @Option(help: "dare: random seed (default 0).")
     var seed: UInt64?
@@ -51,8 +51,8 @@ struct Merge: ParsableCommand {
     @Option(help: "How values are stored: f32 (lossless), or lossy f16, bf16, int8 (int8 with a scale per block; .negpatch only).")
     var values = "f32"
 
-    @Option(help: "HDF5 compression: \(HDF5PatchFormat.compressions.joined(separator: " or ")).")
-    var compression = "gzip"
+    @Option(help: "HDF5 compression: \(HDF5PatchFormat.compressions.joined(separator: " or ")) (default gzip).")
+    var compression: String?
 
     @Option(help: "Compression level: zstd 1-22 for .negpatch (default \(Zstd.defaultLevel)), gzip 1-9 for HDF5 (default \(HDF5PatchFormat.defaultGzipLevel)).")
     var level: Int?
@@ -71,20 +71,43 @@ struct Merge: ParsableCommand {
 
     func validate() throws {
         guard !models.isEmpty else { throw ValidationError("give at least one fine-tuned checkpoint") }
-        guard lambda.isFinite else { throw ValidationError("--lambda must be a finite number") }
+        guard Float(lambda.value).isFinite else { throw ValidationError("--lambda must be a finite number within float32's range") }
         guard blockSize > 0, blockSize % 64 == 0, blockSize <= 1 << 30 else {
             throw ValidationError("--block-size must be a positive multiple of 64 up to 2^30")
         }
         try PatchOutputOptions.validate(format: format, compression: compression, level: level, output: output)
+        try InputList.checkDistinct(base: base, models: models)
         guard let valueType = ValueType(rawValue: values) else {
             throw ValidationError("unknown --values '\(values)' (known: \(ValueType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         if valueType != .f32, PatchOutputOptions.format(format, output: output) == HDF5PatchFormat.self {
             throw ValidationError("--values \(values) needs the .negpatch format: HDF5 patches store float32 values")
         }
-        guard MergeMethods.names.contains(method) else {
+        guard let entry = MergeMethods.entry(method) else {
             throw ValidationError("unknown --method '\(method)' (known: \(MergeMethods.names.joined(separator: ", ")))")
         }
+        // A parameter the method does not read would be ignored without a word.
+        for (option, given) in [("min-agree", minAgree != nil), ("weights", weights != nil), ("density", density != nil),
+                                ("drop", drop != nil), ("seed", seed != nil)] where given && !entry.parameters.contains(option) {
+            let users = MergeMethods.all.filter { $0.parameters.contains(option) }.map(\.name)
+            throw ValidationError("--\(option) is a parameter of \(users.joined(separator: ", ")), not of \(method)")
+        }
+        // Out-of-range parameters are usage errors, found before any file is read.
+        do {
+            _ = try MergeMethods.make(method, parameters: parameters(), modelCount: models.count)
+        } catch let error as NegPatchError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    private func parameters() throws -> MergeParameters {
+        var parameters = MergeParameters()
+        parameters.minAgree = minAgree
+        parameters.weights = try weights.map(Self.parseWeights)
+        parameters.density = density?.value
+        parameters.drop = drop?.value
+        parameters.seed = seed
+        return parameters
     }
 
     func run() throws {
@@ -94,15 +117,12 @@ struct Merge: ParsableCommand {
         for input in [base] + models where sameFile(input, output) {
             throw NegPatchError(.invalidArgument, file: output, "output would overwrite the input \(input)")
         }
-        var parameters = MergeParameters()
-        parameters.minAgree = minAgree
-        parameters.weights = try weights.map(Self.parseWeights)
-        parameters.density = density
-        parameters.drop = drop
-        parameters.seed = seed
-        let mergeMethod = try MergeMethods.make(method, parameters: parameters, modelCount: models.count)
+        if models.count == 1 {
+            Terminal.warn("one fine-tuned checkpoint: the patch holds \(method == "negmerge" ? "its task vector where it is nonzero" : "that single task vector"), nothing is merged")
+        }
+        let mergeMethod = try MergeMethods.make(method, parameters: parameters(), modelCount: models.count)
         var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
-        request.lambda = lambda
+        request.lambda = lambda.value
         request.blockElements = blockSize
         request.allowNonFinite = allowNonFinite
         let patchFormat = PatchOutputOptions.format(format, output: output)
@@ -125,7 +145,7 @@ struct Merge: ParsableCommand {
 
     private static func parseWeights(_ text: String) throws -> [Double] {
         try text.split(separator: ",", omittingEmptySubsequences: false).map { token in
-            guard let value = Double(token.trimmingCharacters(in: .whitespaces)), value.isFinite else {
+            guard let value = StrictNumber.double(token) else {
                 throw ValidationError("--weights: '\(token)' is not a finite number")
             }
             return value

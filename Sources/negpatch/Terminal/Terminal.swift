@@ -3,15 +3,18 @@ import NegPatch
 
 /// How the command line speaks to people: error lines, progress, sizes.
 enum Terminal {
-    /// Prints `negpatch: error: MESSAGE` to stderr and exits with status 1.
+    /// Prints `negpatch: error: MESSAGE` to stderr, on a line of its own (a progress bar
+    /// drawn on the terminal is cleared first), and exits with status 1.
     static func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("negpatch: error: \(message)\n".utf8))
+        ProgressBar.clearLine()
+        FileHandle.standardError.write(Data("negpatch: error: \(DisplayText.escaped(message))\n".utf8))
         exit(1)
     }
 
     /// Prints a warning line to stderr.
     static func warn(_ message: String) {
-        FileHandle.standardError.write(Data("negpatch: warning: \(message)\n".utf8))
+        ProgressBar.clearLine()
+        FileHandle.standardError.write(Data("negpatch: warning: \(DisplayText.escaped(message))\n".utf8))
     }
 
     /// Whether stderr is an interactive terminal (progress bars are drawn only then).
@@ -37,9 +40,26 @@ enum Terminal {
     static func percent(_ share: Double) -> String { ReportNumbers.percent(share) }
 }
 
+/// Prints one line to stdout with the control characters of any name in it shown escaped
+/// (`DisplayText`): every line the commands print goes through here, so a tensor name or a
+/// path from a file can never drive the terminal or forge a line.
+func print(_ line: String) {
+    Swift.print(DisplayText.escaped(line))
+}
+
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal and redrawn at
 /// most ten times a second.
 final class ProgressBar: @unchecked Sendable {
+    /// Whether some bar has drawn on stderr's current line, which a message must clear first.
+    nonisolated(unsafe) private static var lineDirty = false
+
+    /// Clears stderr's line if a progress bar left text on it.
+    static func clearLine() {
+        guard lineDirty else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        lineDirty = false
+    }
+
     private let label: String
     private let enabled: Bool
     private let started = Date()
@@ -68,12 +88,15 @@ final class ProgressBar: @unchecked Sendable {
         let line = "\r\(label) [\(bar)] " + String(format: "%5.1f%%  %.1f s", share * 100, elapsed)
         FileHandle.standardError.write(Data(line.utf8))
         drawn = true
+        Self.lineDirty = true
     }
 
     /// Clears the bar's line.
     func finish() {
         guard enabled, drawn else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        lock.lock()
+        defer { lock.unlock() }
+        Self.clearLine()
     }
 }
 

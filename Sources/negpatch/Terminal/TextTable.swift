@@ -1,3 +1,5 @@
+import NegPatch
+
 /// A plain-text table that fits a terminal width: the first column (names) takes what the
 /// others leave and is shortened in the middle when too long; the other columns are
 /// right-aligned. Rows may be headings, printed across the whole width.
@@ -21,12 +23,12 @@ struct TextTable {
 
     /// Adds a row of cells, one per column.
     mutating func add(_ cells: [String]) {
-        rows.append(.cells(cells))
+        rows.append(.cells(cells.map(DisplayText.escaped)))
     }
 
     /// Adds a heading line (e.g. a layer name).
     mutating func heading(_ text: String) {
-        rows.append(.heading(text))
+        rows.append(.heading(DisplayText.escaped(text)))
     }
 
     /// Adds a horizontal rule (before a total row).

@@ -159,14 +159,14 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
         var tensors: [PatchTensor] = []
         var starts: [[Int]] = []
         var storage: [(mask: Int, values: Int)] = []
-        var names = Set<String>()
+        var names = Set<TensorName>()
         tensors.reserveCapacity(count)
         for i in 0..<count {
             let object = HDF5PatchFormat.groupPath(i)
             let group = try at("/tensors", { try HDF5.openGroup(tensorsGroup, HDF5PatchFormat.groupName(i)) })
             defer { H5Gclose(group) }
             let name = try at(object, { try HDF5.string(group, "name") })
-            guard names.insert(name).inserted else { throw malformed(object, "a second tensor with this name", tensor: name) }
+            guard names.insert(TensorName(name)).inserted else { throw malformed(object, "a second tensor with this name", tensor: name) }
             let tensor = try readTensor(group, object: object, name: name, n: metadata.n, path: path)
             tensors.append(tensor.tensor)
             starts.append(tensor.valueStarts)

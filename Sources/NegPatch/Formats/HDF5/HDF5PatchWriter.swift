@@ -20,7 +20,7 @@ public final class HDF5PatchWriter: PatchWriter {
     private var tensorsGroup: hid_t = -1
     private var tensorCount = 0
     private var current: OpenTensor?
-    private var names = Set<String>()
+    private var names = Set<TensorName>()
 
     /// The tensor being written: its group, datasets and what its blocks recorded so far.
     private struct OpenTensor {
@@ -131,7 +131,7 @@ public final class HDF5PatchWriter: PatchWriter {
     public func beginTensor(_ header: PatchTensorHeader) throws {
         precondition(current == nil, "beginTensor before the previous tensor ended")
         guard file >= 0 else { throw NegPatchError(.io, file: path, tensor: header.name, "the HDF5 writer was aborted") }
-        guard names.insert(header.name).inserted else {
+        guard names.insert(TensorName(header.name)).inserted else {
             throw NegPatchError(.invalidArgument, file: path, tensor: header.name, "tensor written twice")
         }
         if header.name.utf8.contains(0) {
