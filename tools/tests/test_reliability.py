@@ -441,3 +441,35 @@ def test_null_metadata_and_every_reference_dtype_are_read(cli, tmp_path):
     write_raw(odd, {"x": {"dtype": "F6_E2M3", "shape": [3], "data_offsets": [0, 2]}}, b"\0\0")
     r = cli.run("merge", "--base", odd, odd + "1", "-o", tmp_path / "z.negpatch")
     assert_error(r, "byte boundary")
+
+
+# ------------------------------------------------- 15: large headers, duplicates found
+
+
+def _raw_header_file(path, names):
+    parts, pos = [], 0
+    for name in names:
+        parts.append(json.dumps(name, ensure_ascii=False) + f': {{"dtype":"F32","shape":[1],"data_offsets":[{pos},{pos + 4}]}}')
+        pos += 4
+    text = ("{" + ",".join(parts) + "}").encode("utf-8")
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + b"\0" * pos)
+
+
+@pytest.mark.parametrize("count,dup", [(5, (1, 3)), (40, (2, 37)), (40, (20, 39))])
+def test_duplicate_names_are_refused_in_small_and_large_headers(cli, tmp_path, count, dup):
+    names = [f"t{i}" for i in range(count)]
+    names[dup[1]] = names[dup[0]]
+    path = str(tmp_path / "dup.safetensors")
+    _raw_header_file(path, names)
+    other = str(tmp_path / "other.safetensors")
+    save(other, {"w": np.zeros((1,), np.float32)})
+    assert_error(cli.run("merge", "--base", path, other, "-o", tmp_path / "x.negpatch"), "duplicate key")
+    # Byte-different but canonically equivalent names are distinct keys at any size.
+    names = [f"t{i}" for i in range(count)]
+    names[dup[0]], names[dup[1]] = NFC, NFD
+    _raw_header_file(path, names)
+    fts = [str(tmp_path / f"ft{k}.safetensors") for k in range(2)]
+    for ft in fts:
+        _raw_header_file(ft, names)
+    cli.ok("merge", "--base", path, *fts, "-o", tmp_path / "y.negpatch", "-q")

@@ -75,6 +75,9 @@ public final class Checkpoint: @unchecked Sendable {
         }
         var tensors: [CheckpointTensor] = []
         var index: [TensorName: Int] = [:]
+        let total = shards.reduce(0) { $0 + $1.tensors.count }
+        index.reserveCapacity(total)
+        tensors.reserveCapacity(total)
         for (s, shard) in shards.enumerated() {
             for tensor in shard.tensors {
                 if let previous = index[TensorName(tensor.name)] {
@@ -105,7 +108,7 @@ public final class Checkpoint: @unchecked Sendable {
         }
         var shardNames: [String] = []
         var seen = Set<TensorName>()
-        for (name, value) in map.sorted(by: { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }) {
+        for (name, value) in map.sorted(by: { $0.key.precedesByBytes($1.key) }) {
             guard let shard = value.string else {
                 throw NegPatchError(.malformed, file: indexPath, tensor: name, "weight_map value is a \(value.kind), expected a file name")
             }

@@ -166,6 +166,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.tensors = parsed.map(\.info)
         self.metadata = metadata
         var index: [TensorName: Int] = [:]
+        index.reserveCapacity(tensors.count)
         for (i, info) in tensors.enumerated() { index[TensorName(info.name)] = i }
         self.index = index
     }

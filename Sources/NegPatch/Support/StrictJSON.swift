@@ -153,6 +153,9 @@ public struct StrictJSON {
         }
     }
 
+    /// Objects of up to this many keys are checked for duplicates by a scan.
+    private static let scanLimit = 16
+
     private mutating func parseObject(depth: Int) throws -> JSONValue {
         position += 1
         var entries: [(key: String, value: JSONValue)] = []
@@ -168,7 +171,20 @@ public struct StrictJSON {
             guard current == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let keyOffset = position
             let key = try parseString()
-            guard seen.insert(TensorName(key)).inserted else {
+            // Small objects (a tensor's dtype, shape and offsets) are checked by a scan, so
+            // a header of 200,000 tensors does not build 200,000 sets; large ones by a set.
+            let duplicate: Bool
+            if entries.count < Self.scanLimit {
+                duplicate = entries.contains { $0.key.sameBytes(as: key) }
+                if !duplicate, entries.count + 1 == Self.scanLimit {
+                    seen.reserveCapacity(2 * Self.scanLimit)
+                    for entry in entries { seen.insert(TensorName(entry.key)) }
+                    seen.insert(TensorName(key))
+                }
+            } else {
+                duplicate = !seen.insert(TensorName(key)).inserted
+            }
+            guard !duplicate else {
                 throw ParseError(offset: keyOffset, reason: "duplicate key '\(key)'")
             }
             skipWhitespace()
@@ -334,7 +350,9 @@ public enum CanonicalJSON {
         switch value {
         case let .object(entries):
             out.append(UInt8(ascii: "{"))
-            let sorted = entries.sorted { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }
+            // Writers build most objects in key order already: check before sorting.
+            let inOrder = zip(entries, entries.dropFirst()).allSatisfy { $0.key.precedesByBytes($1.key) }
+            let sorted = inOrder ? entries : entries.sorted { $0.key.precedesByBytes($1.key) }
             for (i, entry) in sorted.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 writeString(entry.key, into: &out)
