@@ -276,7 +276,7 @@ public final class HDF5PatchWriter: PatchWriter {
         }
         let size: Int
         do {
-            let written = try MappedFile(path: output.temporaryPath)
+            let written = try MappedFile(path: output.temporaryPath, isInput: false)
             size = written.size
             let block = HDF5PatchFormat.integrityBlock(
                 fileSize: size, content: UnsafeRawBufferPointer(rebasing: written.bytes[HDF5PatchFormat.userBlock...]))
