@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -239,4 +240,55 @@ void clinux_signals_start(void) {
     }
 }
 
+/* ---- Parallel loop ---- */
+
+struct loop_state {
+    _Atomic long next;
+    long count;
+    clinux_loop_body body;
+    void *context;
+};
+
+static void loop_run(struct loop_state *state) {
+    for (;;) {
+        long i = atomic_fetch_add(&state->next, 1);
+        if (i >= state->count) return;
+        state->body(state->context, i);
+    }
+}
+
+static void *loop_worker(void *argument) {
+    loop_run((struct loop_state *)argument);
+    return NULL;
+}
+
+int clinux_parallel_for(long count, int threads, clinux_loop_body body, void *context) {
+    if (count <= 0) return 0;
+    struct loop_state state;
+    atomic_init(&state.next, 0);
+    state.count = count;
+    state.body = body;
+    state.context = context;
+    if (threads > count) threads = (int)count;
+    if (threads > 256) threads = 256;
+    pthread_t workers[256];
+    int started = 0;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&workers[started], NULL, loop_worker, &state) != 0) break;
+        started++;
+    }
+    loop_run(&state);
+    for (int t = 0; t < started; t++) pthread_join(workers[t], NULL);
+    return started + 1;
+}
+
+int clinux_available_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
 #endif

@@ -3,7 +3,8 @@
 
 /* Linux calls that Glibc's Swift module leaves out because they need _GNU_SOURCE, and the
    few pieces of process plumbing that must be written in C: a SIGBUS guard for mapped
-   input files and a signal thread that removes temporary outputs. */
+   input files, a signal thread that removes temporary outputs, and a parallel loop on
+   pthreads that survives a failed thread start. */
 #ifdef __linux__
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -54,6 +55,15 @@ int clinux_temp_commit(const char *temporary, const char *destination);
 /* Ends the registration of a temporary path (after the caller removed it). */
 void clinux_temp_forget(const char *temporary);
 
+/* ---- A parallel loop on pthreads ----
+   Calls body(context, i) for every i in 0..<count, from up to `threads` threads (the
+   calling thread included), each taking the next index from a shared counter. A thread
+   that cannot be started (a memory limit, a thread limit) is simply not used: at worst the
+   calling thread runs every iteration. Returns the number of threads that ran. */
+typedef void (*clinux_loop_body)(void *context, long index);
+int clinux_parallel_for(long count, int threads, clinux_loop_body body, void *context);
+/* The number of CPUs this process may run on (at least 1). */
+int clinux_available_cpus(void);
 #endif
 
 #endif

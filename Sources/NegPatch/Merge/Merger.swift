@@ -139,7 +139,7 @@ public enum Merger {
         }
         try request.method.validate(modelCount: n)
         try checkCompatible(base: request.base, models: request.models)
-        let fingerprint = BaseFingerprint.compute(request.base)
+        let fingerprint = try BaseFingerprint.compute(request.base)
 
         let floating = request.base.tensors.filter { $0.info.dtype.isFloating }
         let headers = floating.map { tensor in

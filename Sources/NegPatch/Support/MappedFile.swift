@@ -61,7 +61,8 @@ public final class MappedFile: @unchecked Sendable {
             let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
             guard let mapped, mapped != MAP_FAILED else {
                 close(fd)
-                throw NegPatchError(.io, file: path, "cannot map \(size) bytes: \(systemErrorText(errno))")
+                let code = errno
+                throw NegPatchError(code == ENOMEM ? .resources : .io, file: path, "cannot map \(size) bytes: \(systemErrorText(code))")
             }
             guardSlot = clinux_guard_register(mapped, size)
             guard guardSlot >= 0 else {

@@ -28,6 +28,8 @@ public struct NegPatchError: Error, CustomStringConvertible, Sendable, Equatable
         case untrusted
         /// An input file changed (shrank, grew or was rewritten) while it was being read.
         case changed
+        /// Memory or threads ran out (an address-space limit such as `ulimit -v`).
+        case resources
     }
 
     /// The kind of failure.

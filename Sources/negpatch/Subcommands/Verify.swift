@@ -63,6 +63,7 @@ struct Verify: ParsableCommand {
         let bar = ProgressBar("verify", quiet: quiet)
         let report = PatchVerifier.verify(patch: patch, base: base, progress: bar.update)
         bar.finish()
+        if let shortage = report.resourceError { throw shortage }
         var heading = "verify \(patch)"
         if let format = report.format, let size = report.fileSize { heading += " (\(format), \(Terminal.bytes(size)))" }
         print(heading)

@@ -342,6 +342,8 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
         func corrupt(_ message: String) -> NegPatchError {
             NegPatchError(.corrupt, file: path, tensor: tensor.name, "\(object): block \(b): \(message)")
         }
+        try Memory.reserve(Bitmask.byteCount(count) + 4 * stored + 4 * (entry.nonzeros + 64),
+                           for: "decoding block \(b) of tensor '\(tensor.name)'")
         var mask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
         var values = [Float](repeating: 0, count: stored)
         do {

@@ -91,6 +91,8 @@ public final class HDF5PatchWriter: PatchWriter {
     // MARK: Preparing blocks (any thread, no HDF5)
 
     public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
+        // The mask, the packed values and their encoded and compressed forms.
+        try Memory.reserve(9 * count, for: "encoding a block of \(count) elements")
         let (mask, packed) = Bitmask.pack(dense, count: count)
         let nonzeros = packed.count
         var encoding = BlockEncoding.sparse
