@@ -134,8 +134,8 @@ public enum Merger {
     private static func runUnchecked(_ request: MergeRequest, writer: any PatchWriter, progress: ProgressHandler?) throws -> MergeSummary {
         let n = request.models.count
         guard n >= 1 else { throw NegPatchError(.invalidArgument, file: nil, "at least one fine-tuned checkpoint is needed") }
-        guard request.blockElements > 0, request.blockElements % 64 == 0 else {
-            throw NegPatchError(.invalidArgument, file: nil, "block size must be a positive multiple of 64")
+        guard request.blockElements > 0, request.blockElements % 64 == 0, request.blockElements <= PatchWorkBound.maxBlockElements else {
+            throw NegPatchError(.invalidArgument, file: nil, "block size must be a positive multiple of 64 up to 2^26")
         }
         try request.method.validate(modelCount: n)
         try checkCompatible(base: request.base, models: request.models)

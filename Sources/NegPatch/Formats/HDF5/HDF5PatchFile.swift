@@ -208,8 +208,8 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
         let valueType = try at { try HDF5.string(group, "value_type") }
         guard valueType == "f32" else { throw malformed("attribute 'value_type' is \(valueType.debugDescription), expected \"f32\"") }
         let blockElements = try at { try HDF5.int(group, "block_elements") }
-        guard blockElements > 0, blockElements % 64 == 0, blockElements <= 1 << 30 else {
-            throw malformed("attribute 'block_elements' is \(blockElements), expected a positive multiple of 64 up to 2^30")
+        guard blockElements > 0, blockElements % 64 == 0, blockElements <= PatchWorkBound.maxBlockElements else {
+            throw malformed("attribute 'block_elements' is \(blockElements), expected a positive multiple of 64 up to 2^26")
         }
         var agreement: [Int] = []
         if try at({ try HDF5.hasAttribute(group, "agreement") }) {
