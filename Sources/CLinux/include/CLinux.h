@@ -11,7 +11,6 @@
 #endif
 #include <fcntl.h>
 #include <stddef.h>
-#include <sys/types.h>
 
 /* Starts writing back the dirty pages of a file without waiting for them. */
 static inline int clinux_start_writeback(int fd) {
