@@ -137,6 +137,13 @@ def test_max_elements_lets_a_known_large_patch_through(cli, bomb):
     assert r.returncode == 2 and "--max-elements must be a positive" in r.stderr, r.describe()
 
 
+def test_verify_with_a_base_bounds_the_patch_by_the_base(cli, bomb, dataset):
+    path, declared = bomb
+    d = dataset("small")
+    r = cli.run("verify", path, "--base", d.base, "--quiet")
+    assert_error(r, path, "declares", "floating-point elements of the base", d.base)
+
+
 def test_a_patch_as_large_as_its_bytes_justify_is_decoded(cli, tmp_path):
     """The default bound (2^28 elements for a small file) passes a patch just inside it."""
     path = str(tmp_path / "inside.negpatch")
