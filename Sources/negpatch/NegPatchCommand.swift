@@ -20,12 +20,20 @@ struct NegPatchCommand: ParsableCommand {
         // A write past a file size limit (ulimit -f) then fails with EFBIG, reported as a
         // clean error, instead of killing the process with SIGXFSZ.
         signal(SIGXFSZ, SIG_IGN)
+        // Before any thread exists: SIGINT, SIGTERM and SIGHUP remove temporary outputs.
+        SignalCleanup.start()
         do {
             var command = try parseAsRoot()
             try command.run()
+            // A command that read zeros where an input had shrunk under its mapping did not
+            // see the file's real bytes, whatever it concluded.
+            if let change = OpenInputs.firstChange(.faults) { Terminal.fail(change.error.description) }
         } catch let error as NegPatchError {
-            Terminal.fail(error.description)
+            Terminal.fail((OpenInputs.firstChange(.any)?.error ?? error).description)
         } catch {
+            if let change = OpenInputs.firstChange(.any), ![ExitCode.success, .validationFailure].contains(exitCode(for: error)) {
+                Terminal.fail(change.error.description)
+            }
             let code = exitCode(for: error)
             if code == .success {
                 Swift.print(fullMessage(for: error))

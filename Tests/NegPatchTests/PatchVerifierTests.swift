@@ -76,7 +76,7 @@ struct PatchVerifierTests {
         let baseTensors = tensors.map { (name: $0.name, shape: $0.shape, values: Synthetic.tau($0.tau.count, density: 1, seed: 99)) }
         let basePath = scratch.file("base.safetensors")
         try Synthetic.writeSafetensors(baseTensors, to: basePath)
-        let fingerprint = BaseFingerprint.compute(try Checkpoint(path: basePath))
+        let fingerprint = try BaseFingerprint.compute(try Checkpoint(path: basePath))
         let path = try Synthetic.write(tensors, to: scratch.file("p.negpatch"), fingerprint: fingerprint)
 
         let good = PatchVerifier.verify(patch: path, base: basePath)

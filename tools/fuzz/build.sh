@@ -45,6 +45,13 @@ if [ ! -f "$archive" ] || [ -n "$(find Sources/NegPatch -name '*.swift' -newer "
     -emit-module-path "$out/module/NegPatch.swiftmodule" "${library[@]}" -o "$archive"
 fi
 
+# The C shim (Sources/CLinux: the SIGBUS guard of input mappings, the signal thread, the
+# pthread loop), compiled with the same sanitizers (the fuzzer's coverage, not its main).
+clinux=$out/clinux.o
+if [ ! -f "$clinux" ] || [ Sources/CLinux/shim.c -nt "$clinux" ] || [ Sources/CLinux/include/CLinux.h -nt "$clinux" ]; then
+  clang -O1 -g -fsanitize="${sanitizers/fuzzer/fuzzer-no-link}" -I Sources/CLinux/include -c Sources/CLinux/shim.c -o "$clinux"
+fi
+
 for target in "${targets[@]}"; do
   source=tools/fuzz/targets/$target.swift
   [ -f "$source" ] || { echo "build.sh: no target '$target' ($source)" >&2; exit 2; }
@@ -60,6 +67,6 @@ for target in "${targets[@]}"; do
   esac
   echo "build.sh: building $out/$target" >&2
   swiftc "${flags[@]}" -use-ld=lld -I "$out/module" -module-name "Fuzz_${target//-/_}" \
-    tools/fuzz/targets/FuzzInput.swift "${extra[@]}" "$source" "$archive" \
+    tools/fuzz/targets/FuzzInput.swift "${extra[@]}" "$source" "$archive" "$clinux" \
     -lzstd $(pkg-config --libs hdf5) -o "$out/$target"
 done

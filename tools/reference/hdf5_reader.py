@@ -105,8 +105,8 @@ def _check_tensor_header(fail, name, dtype, shape, elements, nonzeros, block_ele
         fail(f"nonzeros {nonzeros} outside 0..{elements}")
     if value_type != "f32":
         fail(f"value_type {value_type!r} != 'f32'")
-    if not (0 < block_elements <= 1 << 30 and block_elements % 64 == 0):
-        fail(f"block_elements {block_elements} is not a positive multiple of 64 up to 2^30")
+    if not (0 < block_elements <= 1 << 26 and block_elements % 64 == 0):
+        fail(f"block_elements {block_elements} is not a positive multiple of 64 up to 2^26")
     if agreement is not None:
         if len(agreement) != n + 1 or any(a < 0 for a in agreement) or sum(agreement) != elements:
             fail(f"agreement {list(agreement)[:8]}... must be n + 1 = {n + 1} counts summing "

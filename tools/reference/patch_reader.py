@@ -247,8 +247,8 @@ def read_negpatch(path) -> Patch:
         if e["value_type"] not in VALUE_WIDTH:
             fail(f"unknown value_type {e['value_type']!r}", tname)
         be = e["block_elements"]
-        if not _is_int(be) or be <= 0 or be % 64 != 0:
-            fail(f"block_elements {be!r} is not a positive multiple of 64", tname)
+        if not _is_int(be) or be <= 0 or be % 64 != 0 or be > 1 << 26:
+            fail(f"block_elements {be!r} is not a positive multiple of 64 up to 2^26", tname)
         nz = e["nonzeros"]
         if not _is_int(nz) or not 0 <= nz <= count:
             fail(f"nonzeros {nz!r} is not in 0..{count}", tname)

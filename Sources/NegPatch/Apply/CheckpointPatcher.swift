@@ -119,12 +119,22 @@ public enum CheckpointPatcher {
         for (t, info) in work {
             for b in 0..<patch.index.tensors[t].blocks.count { items.append(Item(tensor: t, block: b, info: info)) }
         }
-        let window = max(4, ProcessorCount.active * 3)
+        let wanted = max(4, ProcessorCount.active * 3)
         // One buffer per slot of the window, reused from window to window: fresh memory for
         // every block would cost a page fault per 4 KiB written.
         let largest = items.reduce(0) { max($0, patch.index.tensors[$1.tensor].blockElements * $1.info.dtype.size) }
-        let buffers = (0..<min(window, items.count)).map { _ in UnsafeMutableRawPointer.allocate(byteCount: max(largest, 1), alignment: 64) }
-        defer { buffers.forEach { $0.deallocate() } }
+        // Under an address-space limit the window shrinks to the buffers that could be had
+        // (one at least, else the error says what could not be allocated).
+        var buffers: [UnsafeMutableRawPointer] = []
+        defer { buffers.forEach { Memory.free($0.assumingMemoryBound(to: UInt8.self)) } }
+        for _ in 0..<min(wanted, items.count) {
+            do {
+                buffers.append(UnsafeMutableRawPointer(try Memory.allocate(UInt8.self, count: largest, for: "a block of the base")))
+            } catch where !buffers.isEmpty {
+                break
+            }
+        }
+        let window = buffers.count
         var start = 0
         while start < items.count {
             let slice = Array(items[start..<min(items.count, start + window)])

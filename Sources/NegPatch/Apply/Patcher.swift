@@ -93,6 +93,7 @@ public enum TaskVectorDecoder {
     /// The dense task vector of tensor `t` of `patch`, blocks decoded in parallel.
     public static func dense(_ patch: any PatchSource, tensor t: Int) throws -> [Float] {
         let entry = patch.index.tensors[t]
+        try Memory.reserve(4 * entry.elements, for: "the dense task vector of tensor '\(entry.name)'")
         var dense = [Float](repeating: 0, count: entry.elements)
         try dense.withUnsafeMutableBufferPointer { out in
             try Parallel.forEach(entry.blocks.count) { b in

@@ -245,12 +245,10 @@ public enum PatchDiff {
         let tensorA = a.index.tensors[pair.a], tensorB = b.index.tensors[pair.b]
         let count = tensorA.elementCount(ofBlock: block)
         let start = block * tensorA.blockElements
-        let denseA = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        let denseB = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        defer {
-            denseA.deallocate()
-            denseB.deallocate()
-        }
+        let denseA = try Memory.allocate(Float.self, count: count, for: "comparing block \(block) of tensor '\(tensorA.name)'")
+        defer { Memory.free(denseA) }
+        let denseB = try Memory.allocate(Float.self, count: count, for: "comparing block \(block) of tensor '\(tensorA.name)'")
+        defer { Memory.free(denseB) }
         try a.block(tensor: pair.a, block: block).expand(into: denseA)
         var cursor = start
         while cursor < start + count {
@@ -262,8 +260,8 @@ public enum PatchDiff {
             if startB == cursor && countB == end - cursor {
                 decoded.expand(into: denseB + (cursor - start))
             } else {
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: countB)
-                defer { scratch.deallocate() }
+                let scratch = try Memory.allocate(Float.self, count: countB, for: "comparing tensor '\(tensorB.name)'")
+                defer { Memory.free(scratch) }
                 decoded.expand(into: scratch)
                 (denseB + (cursor - start)).update(from: scratch + (cursor - startB), count: end - cursor)
             }

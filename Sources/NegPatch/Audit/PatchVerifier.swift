@@ -20,6 +20,9 @@ public struct VerifyReport: Sendable {
     public var checks: [Check] = []
     /// Every problem found, one line each, naming the file, tensor and block.
     public var problems: [String] = []
+    /// Set when a check could not run for want of memory (an address-space limit): the
+    /// report then says nothing about the patch, and this error is what to show.
+    public var resourceError: NegPatchError?
 
     /// Whether every check ran and passed.
     public var intact: Bool { checks.allSatisfy { $0.passed == true } }
@@ -34,11 +37,12 @@ public enum PatchVerifier {
     /// Runs every check on the patch at `path` and, when `base` is given, compares the base
     /// fingerprint with that checkpoint. Never throws: failures are in the report.
     public static func verify(patch path: String, base: String? = nil, progress: ProgressHandler? = nil) -> VerifyReport {
-        var report = VerifyReport(path: path)
         let source: any PatchSource
         do {
             source = try PatchFormats.open(path)
         } catch {
+            var report = VerifyReport(path: path)
+            report.resourceError = resourceError(error)
             report.checks.append(.init(name: "file and index", passed: false, detail: "\(error)"))
             report.problems.append("\(error)")
             report.checks.append(.init(name: "parts", passed: nil, detail: "not run: the patch could not be opened"))
@@ -47,6 +51,15 @@ public enum PatchVerifier {
             }
             return report
         }
+        return verify(source, base: base, progress: progress)
+    }
+
+    /// Runs every check on the opened patch `source` (whose file and index checks have
+    /// passed) and, when `base` is given, compares the base fingerprint with that checkpoint.
+    /// Never throws: failures are in the report.
+    public static func verify(_ source: any PatchSource, base: String? = nil, progress: ProgressHandler? = nil) -> VerifyReport {
+        let path = source.path
+        var report = VerifyReport(path: path)
         report.format = source.formatName
         report.fileSize = source.fileSize
         let index = source.index
@@ -65,7 +78,8 @@ public enum PatchVerifier {
                 : "\(consistency.count) disagreement\(consistency.count == 1 ? "" : "s") between the tensors and the base fingerprint"))
         report.problems += consistency.map { "\(path): \($0)" }
 
-        let damaged = checkParts(source, progress: progress)
+        let (damaged, partsResourceError) = checkParts(source, progress: progress)
+        report.resourceError = partsResourceError
         let blocks = index.tensors.reduce(0) { $0 + $1.blocks.count }
         let parts = index.tensors.reduce(0) { sum, t in sum + t.blocks.reduce(0) { $0 + ($1.mask == nil ? 1 : 2) } }
         let how = isNegPatch
@@ -80,10 +94,11 @@ public enum PatchVerifier {
             let differences: [String]
             do {
                 let checkpoint = try Checkpoint(path: base)
-                differences = fingerprintDifferences(BaseFingerprint.compute(checkpoint), expected: index.fingerprint)
+                differences = fingerprintDifferences(try BaseFingerprint.compute(checkpoint), expected: index.fingerprint)
                     .map { "\(base): \($0)" }
             } catch {
                 differences = ["\(error)"]
+                report.resourceError = report.resourceError ?? resourceError(error)
             }
             report.checks.append(.init(
                 name: "base", passed: differences.isEmpty,
@@ -95,8 +110,14 @@ public enum PatchVerifier {
         return report
     }
 
-    /// Decodes every block in parallel and returns one message per damaged block.
-    static func checkParts(_ source: any PatchSource, progress: ProgressHandler?) -> [String] {
+    /// `error` when it is a want of memory rather than a fault of the patch or base.
+    private static func resourceError(_ error: Error) -> NegPatchError? {
+        (error as? NegPatchError).flatMap { $0.code == .resources ? $0 : nil }
+    }
+
+    /// Decodes every block in parallel and returns one message per damaged block, and the
+    /// first want of memory met, which is not damage.
+    static func checkParts(_ source: any PatchSource, progress: ProgressHandler?) -> ([String], NegPatchError?) {
         let index = source.index
         var items: [(tensor: Int, block: Int, elements: Int)] = []
         for (t, tensor) in index.tensors.enumerated() {
@@ -104,24 +125,27 @@ public enum PatchVerifier {
         }
         let total = items.reduce(0) { $0 + $1.elements }
         var problems: [String] = []
+        var shortage: NegPatchError?
         var done = 0
         var start = 0
         while start < items.count {
             let slice = Array(items[start..<min(items.count, start + PatchAudit.window)])
-            let failures = (try? Parallel.map(slice.count) { j -> String? in
+            let failures = (try? Parallel.map(slice.count) { j -> (String?, NegPatchError?) in
                 do {
                     _ = try source.block(tensor: slice[j].tensor, block: slice[j].block)
-                    return nil
+                    return (nil, nil)
                 } catch {
-                    return PatchAudit.describe(error, tensor: index.tensors[slice[j].tensor].name, block: slice[j].block)
+                    if let shortage = resourceError(error) { return (nil, shortage) }
+                    return (PatchAudit.describe(error, tensor: index.tensors[slice[j].tensor].name, block: slice[j].block), nil)
                 }
             }) ?? []
-            problems += failures.compactMap { $0 }
+            problems += failures.compactMap { $0.0 }
+            shortage = shortage ?? failures.lazy.compactMap { $0.1 }.first
             done += slice.reduce(0) { $0 + $1.elements }
             progress?(done, total)
             start += slice.count
         }
-        return problems
+        return (problems, shortage)
     }
 
     /// Disagreements between the patched tensors and the base fingerprint: each patched

@@ -48,6 +48,8 @@ public final class NegPatchWriter: PatchWriter {
     }
 
     public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
+        // The mask, the packed values and their encoded and compressed forms.
+        try Memory.reserve(9 * count, for: "encoding a block of \(count) elements")
         let (mask, packed) = Bitmask.pack(dense, count: count)
         return try packed.withUnsafeBufferPointer { v in
             try Self.encode(dense: dense, count: count, mask: mask, packed: v.baseAddress!, nonzeros: v.count,
@@ -290,6 +292,10 @@ public final class NegPatchFile: PatchSource, @unchecked Sendable {
         func undecodable(_ error: Error, _ kind: String) -> NegPatchError {
             NegPatchError(.corrupt, file: path, tensor: tensor.name, "block \(b): \(kind): \(error)")
         }
+        // The arrays below: the mask, its set-bit indices, the shuffled and the decoded values.
+        let valueCount = entry.values.size / entry.valueType.width
+        try Memory.reserve((entry.mask?.size ?? 0) + 4 * (entry.nonzeros + 64) + entry.values.size + 4 * valueCount,
+                           for: "decoding block \(b) of tensor '\(tensor.name)'")
         var indices: [UInt32]?
         if let maskPart = entry.mask, case let .rice(k) = entry.maskCodec {
             let stream = try frame(maskPart, tensor: tensor, block: b, kind: "mask")
@@ -333,7 +339,6 @@ public final class NegPatchFile: PatchSource, @unchecked Sendable {
         let valuesPart = entry.values
         let frame = try frame(valuesPart, tensor: tensor, block: b, kind: "values")
         do { try Zstd.checkFrame(frame, expectedSize: valuesPart.size) } catch { throw undecodable(error, "values") }
-        let valueCount = valuesPart.size / entry.valueType.width
         var shuffled = [UInt8](repeating: 0, count: valuesPart.size)
         do {
             try shuffled.withUnsafeMutableBytes { out in

@@ -340,8 +340,8 @@ struct PatchIndexDecoder {
             throw bad("unsupported 'value_type'", tensor: name)
         }
         guard let blockElements = json["block_elements"]?.nonNegativeInt, blockElements > 0, blockElements % 64 == 0,
-              blockElements <= 1 << 30
-        else { throw bad("'block_elements' must be a positive multiple of 64 up to 2^30", tensor: name) }
+              blockElements <= PatchWorkBound.maxBlockElements
+        else { throw bad("'block_elements' must be a positive multiple of 64 up to 2^26", tensor: name) }
         guard case let .array(blockItems)? = json["blocks"] else { throw bad("missing 'blocks'", tensor: name) }
         let expectedBlocks = elements == 0 ? 0 : (elements - 1) / blockElements + 1
         guard blockItems.count == expectedBlocks else {
@@ -387,6 +387,9 @@ struct PatchIndexDecoder {
                     guard mask!.size == (count + 7) / 8 else {
                         throw bad("block \(b): mask size \(mask!.size), expected \((count + 7) / 8)", tensor: name)
                     }
+                    guard mask!.size <= PatchWorkBound.maxZstdExpansion(mask!.length) else {
+                        throw bad("block \(b): a \(mask!.length)-byte mask frame cannot hold \(mask!.size) bytes (zstd expands at most 32,768 times)", tensor: name)
+                    }
                 case "rice":
                     guard let k = item["rice_k"]?.nonNegativeInt, k <= RiceMask.maxParameter else {
                         throw bad("block \(b): 'rice_k' must be an integer from 0 to \(RiceMask.maxParameter)", tensor: name)
@@ -408,6 +411,9 @@ struct PatchIndexDecoder {
                 guard values.size == width * count else {
                     throw bad("block \(b): values size \(values.size), expected \(width * count)", tensor: name)
                 }
+            }
+            guard values.size <= PatchWorkBound.maxZstdExpansion(values.length) else {
+                throw bad("block \(b): a \(values.length)-byte values frame cannot hold \(values.size) bytes (zstd expands at most 32,768 times)", tensor: name)
             }
             total += blockNonzeros
             blocks.append(PatchBlock(encoding: encoding, nonzeros: blockNonzeros, mask: mask, values: values,

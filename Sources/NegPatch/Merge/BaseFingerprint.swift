@@ -3,14 +3,15 @@
 /// A patch records its base's fingerprint; applying it to any other checkpoint (another
 /// model, another revision, a fine-tuned copy) is caught before anything is written.
 public enum BaseFingerprint {
-    /// Fingerprints every tensor of `checkpoint`, hashing tensors in parallel.
-    public static func compute(_ checkpoint: Checkpoint) -> [FingerprintEntry] {
+    /// Fingerprints every tensor of `checkpoint`, hashing tensors in parallel. Throws
+    /// `.resources` when not even one hashing buffer can be allocated.
+    public static func compute(_ checkpoint: Checkpoint) throws -> [FingerprintEntry] {
         let tensors = checkpoint.tensors
         // Hashed through pread in pieces that stay in the cache: copying from the page cache
         // is cheaper than faulting every page of the base into this process's mapping.
         let piece = 1 << 18
         let buffers = Pool.buffers(of: UInt8.self, capacity: piece)
-        let digests = (try? Parallel.map(tensors.count) { i -> UInt64 in
+        let digests = try Parallel.map(tensors.count) { i -> UInt64 in
             let tensor = tensors[i]
             let file = checkpoint.shards[tensor.shard].file
             return try buffers.withResource { buffer in
@@ -26,7 +27,7 @@ public enum BaseFingerprint {
                 }
                 return hasher.finalize()
             }
-        }) ?? []
+        }
         return zip(tensors, digests).map { tensor, digest in
             FingerprintEntry(name: tensor.info.name, dtype: tensor.info.dtype, shape: tensor.info.shape, digest: digest)
         }
@@ -40,7 +41,7 @@ public enum BaseFingerprint {
                           "\(message): this is not the base the patch \(patch) was made for (use --ignore-base-mismatch to apply anyway)")
         }
         try checkStructure(checkpoint, matches: expected, patch: patch, all: true)
-        let actual = compute(checkpoint)
+        let actual = try compute(checkpoint)
         let byName = Dictionary(uniqueKeysWithValues: actual.map { (TensorName($0.name), $0.digest) })
         for entry in expected where byName[TensorName(entry.name)] != entry.digest {
             throw mismatch(entry.name, "base fingerprint differs (content xxh64 \(XXH64.hex(byName[TensorName(entry.name)] ?? 0)), patch expects \(XXH64.hex(entry.digest)))")

@@ -134,12 +134,12 @@ public enum Merger {
     private static func runUnchecked(_ request: MergeRequest, writer: any PatchWriter, progress: ProgressHandler?) throws -> MergeSummary {
         let n = request.models.count
         guard n >= 1 else { throw NegPatchError(.invalidArgument, file: nil, "at least one fine-tuned checkpoint is needed") }
-        guard request.blockElements > 0, request.blockElements % 64 == 0 else {
-            throw NegPatchError(.invalidArgument, file: nil, "block size must be a positive multiple of 64")
+        guard request.blockElements > 0, request.blockElements % 64 == 0, request.blockElements <= PatchWorkBound.maxBlockElements else {
+            throw NegPatchError(.invalidArgument, file: nil, "block size must be a positive multiple of 64 up to 2^26")
         }
         try request.method.validate(modelCount: n)
         try checkCompatible(base: request.base, models: request.models)
-        let fingerprint = BaseFingerprint.compute(request.base)
+        let fingerprint = try BaseFingerprint.compute(request.base)
 
         let floating = request.base.tensors.filter { $0.info.dtype.isFloating }
         let headers = floating.map { tensor in

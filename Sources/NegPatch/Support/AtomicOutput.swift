@@ -8,9 +8,12 @@ import Darwin
 /// The one way NegPatch writes a final output file: into a temporary file in the same
 /// folder, flushed with `fsync`, then renamed over the destination.
 ///
-/// Until `commit()` returns, the destination is exactly as it was; a crash, a kill or an
-/// error leaves at most a hidden temporary file (`.NAME.tmp-XXXXXX`) beside it, which
-/// `discard()` or deinitialisation removes when the process is still alive to do so.
+/// Until `commit()` returns, the destination is exactly as it was; a crash, a `SIGKILL` or
+/// an error leaves at most a hidden temporary file (`.NAME.tmp-XXXXXX`) beside it, which
+/// `discard()` or deinitialisation removes when the process is still alive to do so, and
+/// the command line's signal thread removes on SIGINT, SIGTERM and SIGHUP.
+/// `commit()` refuses to put the file in place when an input changed while it was being
+/// read (`OpenInputs.firstChange(.beforeCommit)`).
 ///
 /// A destination that is a symbolic link is written where the link points: the link is
 /// resolved (through every hop) and the temporary file is made beside its target, which the
@@ -52,7 +55,9 @@ public final class AtomicOutput {
         resolvedDestination = try resolveLinks(destination)
         let (folder, name) = splitPath(resolvedDestination)
         var template = Array("\(folder)/.\(name).tmp-XXXXXX".utf8CString)
-        let created = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        // Created and registered as one step, so a SIGINT, SIGTERM or SIGHUP at any moment
+        // finds it and removes it (`clinux_signals_start`).
+        let created = template.withUnsafeMutableBufferPointer { clinux_temp_file($0.baseAddress!) }
         guard created >= 0 else {
             throw NegPatchError(.io, file: destination, "cannot create a temporary file in '\(folder)': \(systemErrorText(errno))")
         }
@@ -140,7 +145,9 @@ public final class AtomicOutput {
             throw NegPatchError(.io, file: destination, "cannot close output: \(systemErrorText(errno))")
         }
         fd = -1
-        guard rename(temporaryPath, resolvedDestination) == 0 else {
+        // What was read from an input that changed meanwhile may be a mix of two files.
+        if let change = OpenInputs.firstChange(.beforeCommit) { throw change.error }
+        guard clinux_temp_commit(temporaryPath, resolvedDestination) == 0 else {
             throw NegPatchError(.io, file: destination, "cannot rename the finished output into place: \(systemErrorText(errno))")
         }
         committed = true
@@ -155,6 +162,7 @@ public final class AtomicOutput {
         }
         if !committed {
             unlink(temporaryPath)
+            clinux_temp_forget(temporaryPath)
         }
     }
 }
@@ -190,8 +198,8 @@ public final class AtomicFolder {
         }
         let (parent, name) = splitPath(resolvedDestination)
         var template = Array("\(parent)/.\(name).tmp-XXXXXX".utf8CString)
-        let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        guard created != nil else {
+        let created = template.withUnsafeMutableBufferPointer { clinux_temp_folder($0.baseAddress!) }
+        guard created == 0 else {
             throw NegPatchError(.io, file: destination, "cannot create a temporary folder in '\(parent)': \(systemErrorText(errno))")
         }
         temporaryPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -219,7 +227,8 @@ public final class AtomicFolder {
                 throw NegPatchError(.io, file: destination, "folder was filled by someone else while writing")
             }
         }
-        guard rename(temporaryPath, resolvedDestination) == 0 else {
+        if let change = OpenInputs.firstChange(.beforeCommit) { throw change.error }
+        guard clinux_temp_commit(temporaryPath, resolvedDestination) == 0 else {
             throw NegPatchError(.io, file: destination, "cannot rename the finished folder into place: \(systemErrorText(errno))")
         }
         committed = true
@@ -231,6 +240,7 @@ public final class AtomicFolder {
     public func discard() {
         guard !committed else { return }
         removeTree(temporaryPath)
+        clinux_temp_forget(temporaryPath)
     }
 }
 

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CLinux
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -9,6 +10,11 @@ import Darwin
 /// Mapping lets checkpoints of many gigabytes be read without copying them into anonymous
 /// memory: the pages belong to the page cache and are shared by every reader. The mapping
 /// is private and read-only, so nothing done through it can change the file.
+///
+/// A file that shrinks while it is mapped would raise SIGBUS on the next access past its new
+/// end. The mapping is therefore guarded (`clinux_guard_register`): such an access reads
+/// zeros instead, the fault is recorded, and `OpenInputs` reports the file as changed while
+/// being read, so no output is committed and the command ends with one error line.
 public final class MappedFile: @unchecked Sendable {
     /// The path the file was opened with.
     public let path: String
@@ -19,11 +25,19 @@ public final class MappedFile: @unchecked Sendable {
     private let start: UnsafeRawPointer?
     /// The file's identity when it was opened, registered with `OpenInputs` while mapped.
     private let identity: stat
+    /// The SIGBUS guard slot of the mapping (-1 for an empty file).
+    private let guardSlot: Int32
+
+    /// Whether the file is registered with `OpenInputs` as an input of the command.
+    private let isInput: Bool
 
     /// Maps `path`. Throws `.io` if it cannot be opened, is not a regular file, or cannot
-    /// be mapped.
-    public init(path: String) throws {
+    /// be mapped. `isInput: false` is for reading back a file this process writes itself
+    /// (its temporary output), which is then neither protected from being overwritten nor
+    /// watched for changes.
+    public init(path: String, isInput: Bool = true) throws {
         self.path = path
+        self.isInput = isInput
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw NegPatchError(.io, file: path, "cannot open: \(systemErrorText(errno))")
@@ -42,20 +56,29 @@ public final class MappedFile: @unchecked Sendable {
         identity = info
         if size == 0 {
             start = nil
+            guardSlot = -1
         } else {
             let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
             guard let mapped, mapped != MAP_FAILED else {
                 close(fd)
-                throw NegPatchError(.io, file: path, "cannot map \(size) bytes: \(systemErrorText(errno))")
+                let code = errno
+                throw NegPatchError(code == ENOMEM ? .resources : .io, file: path, "cannot map \(size) bytes: \(systemErrorText(code))")
+            }
+            guardSlot = clinux_guard_register(mapped, size)
+            guard guardSlot >= 0 else {
+                munmap(mapped, size)
+                close(fd)
+                throw NegPatchError(.io, file: path, "cannot guard the mapping: more than \(CLINUX_GUARD_SLOTS) files mapped at once")
             }
             start = UnsafeRawPointer(mapped)
         }
-        OpenInputs.opened(info, path: path)
+        if isInput { OpenInputs.opened(info, path: path, descriptor: fd, guardSlot: guardSlot) }
     }
 
     deinit {
-        OpenInputs.closed(identity)
+        if isInput { OpenInputs.closed(identity, descriptor: descriptor, guardSlot: guardSlot) }
         if let start {
+            clinux_guard_unregister(guardSlot)
             munmap(UnsafeMutableRawPointer(mutating: start), size)
         }
         close(descriptor)

@@ -26,6 +26,10 @@ public struct NegPatchError: Error, CustomStringConvertible, Sendable, Equatable
         /// A signature check failed: the patch is unsigned, signed by a key that is not
         /// trusted, or changed after it was signed.
         case untrusted
+        /// An input file changed (shrank, grew or was rewritten) while it was being read.
+        case changed
+        /// Memory or threads ran out (an address-space limit such as `ulimit -v`).
+        case resources
     }
 
     /// The kind of failure.

@@ -1,10 +1,21 @@
-import Dispatch
+#if canImport(Glibc)
+import CLinux
+#endif
 
 /// Data-parallel loops over the machine's cores.
+///
+/// The loop runs on plain pthreads (`clinux_parallel_for`), the calling thread included. A
+/// thread that cannot be started (under `ulimit -v`, or a thread limit) is left out and its
+/// share runs on the threads that did start, serially at worst: libdispatch's
+/// `concurrentPerform` instead waited forever in `_dispatch_temporary_resource_shortage`
+/// under `ulimit -v 110000`.
 ///
 /// The bodies may capture non-`Sendable` state (buffers, writers): each iteration must
 /// touch only its own slice of it, which is how every caller in NegPatch uses them.
 enum Parallel {
+    /// Threads a loop uses: the CPUs this process may run on.
+    static let threads = Int(clinux_available_cpus())
+
     /// Runs `body(i)` for every `i` in `0..<count`, concurrently, and returns the results in
     /// order. If any iteration throws, the first error in index order is rethrown after all
     /// iterations have finished.
@@ -18,9 +29,11 @@ enum Parallel {
             results.deallocate()
         }
         withoutActuallyEscaping(body) { escapable in
-            let shared = UncheckedSendable((body: escapable, results: results))
-            DispatchQueue.concurrentPerform(iterations: count) { i in
-                shared.value.results[i] = Result { try shared.value.body(i) }
+            var loop = Loop(run: { i in results[i] = Result { try escapable(i) } })
+            withUnsafeMutablePointer(to: &loop) { pointer in
+                _ = clinux_parallel_for(count, Int32(threads), { context, i in
+                    context!.assumingMemoryBound(to: Loop.self).pointee.run(i)
+                }, pointer)
             }
         }
         return try results.map { try $0!.get() }
@@ -29,6 +42,11 @@ enum Parallel {
     /// Runs `body(i)` for every `i` in `0..<count`, concurrently.
     static func forEach(_ count: Int, _ body: (Int) throws -> Void) throws {
         _ = try map(count, body)
+    }
+
+    /// The body of one loop, reached from C through a pointer.
+    private struct Loop {
+        let run: (Int) -> Void
     }
 }
 

@@ -46,8 +46,10 @@ final class Pool<Resource>: @unchecked Sendable {
 
 extension Pool {
     /// A pool of buffers of `capacity` elements each (uninitialised when first handed out).
+    /// A buffer the system cannot provide is an error (`Memory.allocate`), not a crash.
     static func buffers<Element: BitwiseCopyable>(of _: Element.Type, capacity: Int) -> Pool
     where Resource == UnsafeMutablePointer<Element> {
-        Pool(make: { .allocate(capacity: max(capacity, 1)) }, destroy: { $0.deallocate() })
+        Pool(make: { try Memory.allocate(Element.self, count: capacity, for: "a buffer of \(capacity) elements") },
+             destroy: { Memory.free($0) })
     }
 }

@@ -36,6 +36,8 @@ struct Audit: ParsableCommand {
     @Option(help: ArgumentHelp("Also write a self-contained HTML report with charts (implies --values).", valueName: "report.html"))
     var html: String?
 
+    @OptionGroup var bound: WorkBoundOptions
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
@@ -52,6 +54,7 @@ struct Audit: ParsableCommand {
         }
         var options = PatchAuditOptions()
         options.values = values || html != nil
+        if options.values { try bound.check(source) }
         options.filter = try tensors.map(TensorFilter.init)
         let bar = ProgressBar("audit", quiet: quiet || !options.values)
         let report = PatchAudit.run(source, options: options, progress: bar.update)

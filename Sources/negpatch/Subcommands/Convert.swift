@@ -29,6 +29,8 @@ struct Convert: ParsableCommand {
     @Option(help: "Compression level: zstd 1-22 for .negpatch (default \(Zstd.defaultLevel)), gzip 1-9 for HDF5 (default \(HDF5PatchFormat.defaultGzipLevel)).")
     var level: Int?
 
+    @OptionGroup var bound: WorkBoundOptions
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
@@ -39,6 +41,7 @@ struct Convert: ParsableCommand {
     func run() throws {
         let clock = Stopwatch()
         let source = try PatchFormats.open(input)
+        try bound.check(source)
         let outputFormat = PatchOutputOptions.format(format, output: output)
         let writer = try outputFormat.writer(path: output, options: PatchOutputOptions.writerOptions(
             format: outputFormat, compression: compression, level: level))

@@ -31,6 +31,8 @@ struct Diff: ParsableCommand {
     @Flag(help: "Print the comparison as JSON (formats/audit-json.md).")
     var json = false
 
+    @OptionGroup var bound: WorkBoundOptions
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
@@ -43,6 +45,8 @@ struct Diff: ParsableCommand {
     func run() throws {
         let a = try PatchFormats.open(first)
         let b = try PatchFormats.open(second)
+        try bound.check(a)
+        try bound.check(b)
         let bar = ProgressBar("diff", quiet: quiet)
         let report = try PatchDiff.compare(a, b, filter: try tensors.map(TensorFilter.init),
                                            ignoreBaseMismatch: ignoreBaseMismatch, progress: bar.update)

@@ -13,6 +13,8 @@ struct Export: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("The safetensors file to write.", valueName: "out"))
     var output: String
 
+    @OptionGroup var bound: WorkBoundOptions
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
@@ -23,6 +25,7 @@ struct Export: ParsableCommand {
     func run() throws {
         let clock = Stopwatch()
         let source = try PatchFormats.open(patch)
+        try bound.check(source)
         let bar = ProgressBar("export", quiet: quiet)
         let bytes = try TaskVectorExport.write(source, to: output, progress: bar.update)
         bar.finish()

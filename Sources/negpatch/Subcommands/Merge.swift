@@ -57,7 +57,7 @@ struct Merge: ParsableCommand {
     @Option(help: "Compression level: zstd 1-22 for .negpatch (default \(Zstd.defaultLevel)), gzip 1-9 for HDF5 (default \(HDF5PatchFormat.defaultGzipLevel)).")
     var level: Int?
 
-    @Option(name: .customLong("block-size"), help: "Elements per stored block (a multiple of 64).")
+    @Option(name: .customLong("block-size"), help: "Elements per stored block (a multiple of 64, at most 2^26 = 67108864).")
     var blockSize = 1 << 20
 
     @Flag(name: .customLong("allow-nonfinite"), help: "Merge even if an input holds NaN or infinity (by default an error names the file, tensor and element).")
@@ -72,8 +72,8 @@ struct Merge: ParsableCommand {
     func validate() throws {
         guard !models.isEmpty else { throw ValidationError("give at least one fine-tuned checkpoint") }
         guard Float(lambda.value).isFinite else { throw ValidationError("--lambda must be a finite number within float32's range") }
-        guard blockSize > 0, blockSize % 64 == 0, blockSize <= 1 << 30 else {
-            throw ValidationError("--block-size must be a positive multiple of 64 up to 2^30")
+        guard blockSize > 0, blockSize % 64 == 0, blockSize <= PatchWorkBound.maxBlockElements else {
+            throw ValidationError("--block-size must be a positive multiple of 64 up to 2^26 (67108864)")
         }
         try PatchOutputOptions.validate(format: format, compression: compression, level: level, output: output)
         try InputList.checkDistinct(base: base, models: models)

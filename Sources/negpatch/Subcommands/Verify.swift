@@ -35,6 +35,8 @@ struct Verify: ParsableCommand {
     @Option(help: ArgumentHelp("The patch's signature file, checked with --trusted-key (default: PATCH.sig).", valueName: "sig"))
     var signature: String?
 
+    @OptionGroup var bound: WorkBoundOptions
+
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
@@ -61,8 +63,17 @@ struct Verify: ParsableCommand {
             }
         }
         let bar = ProgressBar("verify", quiet: quiet)
-        let report = PatchVerifier.verify(patch: patch, base: base, progress: bar.update)
+        // A patch that opens is first held to the work bound (the base's elements with
+        // --base); one that does not open is reported by the verifier, check by check.
+        let report: VerifyReport
+        if let source = try? PatchFormats.open(patch) {
+            try bound.check(source, base: base.flatMap { try? Checkpoint(path: $0) })
+            report = PatchVerifier.verify(source, base: base, progress: bar.update)
+        } else {
+            report = PatchVerifier.verify(patch: patch, base: base, progress: bar.update)
+        }
         bar.finish()
+        if let shortage = report.resourceError { throw shortage }
         var heading = "verify \(patch)"
         if let format = report.format, let size = report.fileSize { heading += " (\(format), \(Terminal.bytes(size)))" }
         print(heading)

@@ -208,8 +208,8 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
         let valueType = try at { try HDF5.string(group, "value_type") }
         guard valueType == "f32" else { throw malformed("attribute 'value_type' is \(valueType.debugDescription), expected \"f32\"") }
         let blockElements = try at { try HDF5.int(group, "block_elements") }
-        guard blockElements > 0, blockElements % 64 == 0, blockElements <= 1 << 30 else {
-            throw malformed("attribute 'block_elements' is \(blockElements), expected a positive multiple of 64 up to 2^30")
+        guard blockElements > 0, blockElements % 64 == 0, blockElements <= PatchWorkBound.maxBlockElements else {
+            throw malformed("attribute 'block_elements' is \(blockElements), expected a positive multiple of 64 up to 2^26")
         }
         var agreement: [Int] = []
         if try at({ try HDF5.hasAttribute(group, "agreement") }) {
@@ -342,6 +342,8 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
         func corrupt(_ message: String) -> NegPatchError {
             NegPatchError(.corrupt, file: path, tensor: tensor.name, "\(object): block \(b): \(message)")
         }
+        try Memory.reserve(Bitmask.byteCount(count) + 4 * stored + 4 * (entry.nonzeros + 64),
+                           for: "decoding block \(b) of tensor '\(tensor.name)'")
         var mask = [UInt8](repeating: 0, count: Bitmask.byteCount(count))
         var values = [Float](repeating: 0, count: stored)
         do {

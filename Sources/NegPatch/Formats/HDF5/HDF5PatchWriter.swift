@@ -91,6 +91,8 @@ public final class HDF5PatchWriter: PatchWriter {
     // MARK: Preparing blocks (any thread, no HDF5)
 
     public func prepare(dense: UnsafePointer<Float>, count: Int) throws -> PreparedBlock {
+        // The mask, the packed values and their encoded and compressed forms.
+        try Memory.reserve(9 * count, for: "encoding a block of \(count) elements")
         let (mask, packed) = Bitmask.pack(dense, count: count)
         let nonzeros = packed.count
         var encoding = BlockEncoding.sparse
@@ -276,7 +278,7 @@ public final class HDF5PatchWriter: PatchWriter {
         }
         let size: Int
         do {
-            let written = try MappedFile(path: output.temporaryPath)
+            let written = try MappedFile(path: output.temporaryPath, isInput: false)
             size = written.size
             let block = HDF5PatchFormat.integrityBlock(
                 fileSize: size, content: UnsafeRawBufferPointer(rebasing: written.bytes[HDF5PatchFormat.userBlock...]))
