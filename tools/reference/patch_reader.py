@@ -39,7 +39,8 @@ FOOTER = 32
 MAX_INDEX = 1 << 30
 MAX_ELEMENTS = (1 << 63) - 1
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
-METHODS = ("negmerge", "consensus", "uniform", "task-arithmetic", "ties", "magmax", "dare")
+METHODS = ("negmerge", "consensus", "uniform", "task-arithmetic", "ties", "magmax", "dare",
+           "dare-ties", "magnitude-prune")
 _HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 
 

@@ -36,13 +36,13 @@ struct Merge: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("task-arithmetic: one weight per checkpoint, comma-separated (default all 1).", valueName: "w1,...,wn"))
     var weights: String?
 
-    @Option(help: "ties: share of each task vector kept by magnitude, per tensor (default 0.2).")
+    @Option(help: "ties, magnitude-prune: share of each task vector kept by magnitude, per tensor (default 0.2).")
     var density: Number?
 
-    @Option(help: "dare: drop probability (default 0.9).")
+    @Option(help: "dare, dare-ties: drop probability (default 0.9).")
     var drop: Number?
 
-    @Option(help: "dare: random seed (default 0).")
+    @Option(help: "dare, dare-ties: random seed (default 0).")
     var seed: UInt64?
 
     @Option(help: "Patch format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from the output's extension).")
