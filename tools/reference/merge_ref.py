@@ -280,9 +280,12 @@ def checkpoint_histogram(base, fts) -> np.ndarray:
 # ---------------------------------------------------------------------------- apply
 
 
-def apply_ref(base_dtype: str, base_array: np.ndarray, tau_f32: np.ndarray, lam):
+def apply_ref(base_dtype: str, base_array: np.ndarray, tau_f32: np.ndarray, lam,
+              direction: str = "subtract"):
     """``base - lam * tau``: float32 ``base - (lam * tau)`` (two roundings, no FMA), F64 in
-    float64, rounded back to the base dtype with RNE.  Returns the raw storage array
+    float64, rounded back to the base dtype with RNE.  ``direction="add"`` gives
+    ``base + (lam * tau)`` with the same roundings, computed as written here (NegPatch
+    subtracts with the negated lambda, which the spec says rounds the same).  Returns the raw storage array
     (BF16 as uint16) of the base's shape.
 
     ``lam`` may be a decimal string (rounded once to float32 / float64) or a number.
@@ -290,23 +293,27 @@ def apply_ref(base_dtype: str, base_array: np.ndarray, tau_f32: np.ndarray, lam)
     arithmetic for every non-NaN base and ``lam >= 0`` (``x - (+0) == x``, including -0.0);
     it differs only for NaN bases (arithmetic would quiet a signalling NaN) and, with
     ``lam < 0``, for a -0.0 base (``-0 - (-0) = +0``)."""
+    if direction not in ("subtract", "add"):
+        raise ValueError(f"direction {direction!r}")
     shape = np.shape(base_array)
     tau = np.asarray(tau_f32, dtype=F32).reshape(shape)
     with np.errstate(all="ignore"):  # inf - inf etc. are IEEE results, not errors here
-        out = _apply_arith(base_dtype, base_array, tau, lam)
+        out = _apply_arith(base_dtype, base_array, tau, lam, direction == "add")
     out = np.where(tau == 0, base_array, out)
     return out.astype(np.asarray(base_array).dtype, copy=False).reshape(shape)
 
 
-def _apply_arith(base_dtype, base_array, tau, lam):
+def _apply_arith(base_dtype, base_array, tau, lam, add=False):
     if base_dtype == "F64":
         lam64 = np.float64(float(lam))
-        out = np.asarray(base_array, dtype=np.float64) - lam64 * tau.astype(np.float64)
+        prod64 = lam64 * tau.astype(np.float64)
+        b64 = np.asarray(base_array, dtype=np.float64)
+        out = b64 + prod64 if add else b64 - prod64
     elif base_dtype in ("F32", "F16", "BF16"):
         lam32 = decimal_to_f32(lam)
         b = to_f32(base_dtype, base_array)
         prod = (lam32 * tau).astype(F32)
-        out = from_f32(base_dtype, (b - prod).astype(F32))
+        out = from_f32(base_dtype, ((b + prod) if add else (b - prod)).astype(F32))
     else:
         raise TypeError(f"apply_ref: {base_dtype} tensors are not patched")
     return out

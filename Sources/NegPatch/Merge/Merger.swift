@@ -12,6 +12,8 @@ public struct MergeRequest {
     public var method: any MergeMethod
     /// The recommended lambda recorded in the patch.
     public var lambda: Double = 1.0
+    /// Whether applying the patch subtracts tau (the default) or adds it.
+    public var direction = PatchDirection.subtract
     /// Elements per stored block (a multiple of 64).
     public var blockElements: Int = 1 << 20
     /// Worker threads.
@@ -242,7 +244,7 @@ public enum Merger {
         let metadata = PatchMetadata(
             method: request.method.name, parameters: request.method.parameters, n: n,
             inputs: request.models.map { lastPathComponent($0.path) }, base: lastPathComponent(request.base.path),
-            lambda: request.lambda)
+            lambda: request.lambda, direction: request.direction)
         let bytes = try writer.finish(metadata: metadata, fingerprint: fingerprint)
         var total = [Int](repeating: 0, count: n + 1)
         for histogram in agreement { for m in 0...n { total[m] += histogram[m] } }

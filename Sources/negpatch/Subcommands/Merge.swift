@@ -30,6 +30,9 @@ struct Merge: ParsableCommand {
     @Option(parsing: .unconditional, help: "Recommended lambda recorded in the patch (theta = base - lambda * tau).")
     var lambda = Number(1.0)
 
+    @Option(help: "How apply uses tau: subtract (task negation, theta = base - lambda * tau) or add (the inputs are already unlearned: theta = base + lambda * tau).")
+    var direction = PatchDirection.subtract
+
     @Option(name: .customLong("min-agree"), help: "consensus: how many task vectors must share the majority sign (default: a majority).")
     var minAgree: Int?
 
@@ -123,6 +126,7 @@ struct Merge: ParsableCommand {
         let mergeMethod = try MergeMethods.make(method, parameters: parameters(), modelCount: models.count)
         var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
         request.lambda = lambda.value
+        request.direction = direction
         request.blockElements = blockSize
         request.allowNonFinite = allowNonFinite
         let patchFormat = PatchOutputOptions.format(format, output: output)
@@ -167,3 +171,5 @@ struct Merge: ParsableCommand {
         }
     }
 }
+
+extension PatchDirection: ExpressibleByArgument {}
