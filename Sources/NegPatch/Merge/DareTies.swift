@@ -34,7 +34,7 @@ public struct DareTies: MergeMethod {
 
 struct DareTiesKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
     let drop: Double
     let scale: Float
     let modelKeys: [UInt64]

@@ -26,7 +26,7 @@ public struct MagnitudePrune: MergeMethod {
 
 struct MagnitudePruneKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
     let thresholds: [Float]
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {

@@ -116,7 +116,7 @@ struct Merge: ParsableCommand {
     func run() throws {
         let clock = Stopwatch()
         let baseCheckpoint = try Checkpoint(path: base)
-        let fineTuned = try models.map { try Checkpoint(path: $0) }
+        let fineTuned = try models.map { try MergeInputs.open($0) }
         for input in [base] + models where sameFile(input, output) {
             throw NegPatchError(.invalidArgument, file: output, "output would overwrite the input \(input)")
         }
