@@ -1,5 +1,5 @@
 /// One fine-tuned model given to a merge: anything that yields a task vector for every
-/// floating tensor of the base (a fine-tuned `Checkpoint`).
+/// floating tensor of the base (a fine-tuned `Checkpoint`, a `LoraAdapter`).
 ///
 /// Adding an input kind is one type conforming to this protocol, opened by `MergeInputs`.
 public protocol MergeInput: AnyObject, Sendable {
@@ -18,9 +18,11 @@ public protocol MergeInput: AnyObject, Sendable {
 
 /// Opens merge inputs by what the path holds.
 public enum MergeInputs {
-    /// A safetensors checkpoint (a file, or a folder with `model.safetensors` or a sharded
+    /// A PEFT LoRA adapter folder (it holds `adapter_config.json`) or, otherwise, a
+    /// safetensors checkpoint (a file, or a folder with `model.safetensors` or a sharded
     /// index).
     public static func open(_ path: String) throws -> any MergeInput {
-        try Checkpoint(path: path)
+        if LoraAdapter.isAdapterFolder(path) { return try LoraAdapter(path: path) }
+        return try Checkpoint(path: path)
     }
 }

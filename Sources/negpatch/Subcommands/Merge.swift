@@ -6,9 +6,10 @@ struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Merge the task vectors of n fine-tuned checkpoints into a patch.",
         discussion: """
-            Each input is a .safetensors file or a Hugging Face folder (model.safetensors or a \
-            sharded model.safetensors.index.json). Task vectors are ft - base in float32; \
-            integer and boolean tensors are left out. The patch format follows the output's \
+            Each input is a .safetensors file, a Hugging Face folder (model.safetensors or a \
+            sharded model.safetensors.index.json), or a PEFT LoRA adapter folder \
+            (adapter_config.json and adapter_model.safetensors). Task vectors are ft - base in \
+            float32, or scaling * B @ A for an adapter; integer and boolean tensors are left out. The patch format follows the output's \
             extension (.negpatch, .h5) unless --format is given.
 
             Methods: \(MergeMethods.all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")).
@@ -18,7 +19,7 @@ struct Merge: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The pretrained checkpoint.", valueName: "base"))
     var base: String
 
-    @Argument(help: ArgumentHelp("The fine-tuned checkpoints, in merge order.", valueName: "fine-tuned"))
+    @Argument(help: ArgumentHelp("The fine-tuned checkpoints or LoRA adapter folders, in merge order.", valueName: "fine-tuned"))
     var models: [String]
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The patch to write.", valueName: "patch"))
