@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import OrderedDict
 
 import numpy as np
@@ -177,7 +178,9 @@ def test_unsupported_or_mismatched_adapter_is_one_clear_error(cli, tmp_path, cas
     adapter = _adapter(str(tmp_path / "lora"), seed=5)
     damage(adapter)
     out = str(tmp_path / "p.negpatch")
-    r = cli.run("merge", "--base", base, adapter, "-o", out, "--quiet")
+    # with a copy, so that no single-input warning precedes the error line
+    shutil.copytree(adapter, adapter + "-copy")
+    r = cli.run("merge", "--base", base, adapter, adapter + "-copy", "-o", out, "--quiet")
     line = assert_error(r, "lora", *mention)
     assert not os.path.exists(out), line
     assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".p.negpatch")]
@@ -193,7 +196,8 @@ def test_nonfinite_factor_names_the_adapter_key(cli, tmp_path):
     arr[1, 3] = np.nan
     tensors = OrderedDict((k, (d, arr if k == key else a)) for k, (d, s, a) in tensors.items())
     st.save_file(path, tensors)
-    r = cli.run("merge", "--base", base, adapter, "-o", str(tmp_path / "p.negpatch"), "--quiet")
+    shutil.copytree(adapter, adapter + "-copy")
+    r = cli.run("merge", "--base", base, adapter, adapter + "-copy", "-o", str(tmp_path / "p.negpatch"), "--quiet")
     assert_error(r, key, "nan", "element 27")
 
 
