@@ -54,6 +54,69 @@ import Testing
         #expect(Array(result.data(result.tensor(named: "position_ids")!)) == Array(base.data(ids)))
     }
 
+    @Test(arguments: [DType.F32, .F64])
+    func anAddingPatchAppliesBasePlusLambdaTauInBothFormats(_ dtype: DType) throws {
+        let set = GeneratedSet(n: 3, dtype: dtype, seed: 12)
+        var request = MergeRequest(base: try Checkpoint(path: set.base), models: try set.models.map { try Checkpoint(path: $0) },
+                                   method: UniformMerge())
+        request.blockElements = 64
+        request.lambda = 0.75
+        request.direction = .add
+        let writers: [(String, any PatchWriter)] = [("p.negpatch", try NegPatchWriter(path: set.folder.file("p.negpatch"), level: 3)),
+                                                   ("p.h5", try HDF5PatchWriter(path: set.folder.file("p.h5"), compression: "gzip"))]
+        for (name, writer) in writers {
+            _ = try Merger.run(request, writer: writer)
+            let patch = try PatchFormats.open(set.folder.file(name))
+            #expect(patch.index.metadata.direction == .add && patch.index.metadata.lambda == 0.75)
+            let out = set.folder.file("out-\(name).safetensors")
+            try CheckpointPatcher.run(ApplyRequest(base: Checkpoint(path: set.base), patch: patch, outputs: [(0.75, out)]))
+            let base = try SafetensorsFile(path: set.base), result = try SafetensorsFile(path: out)
+            // The in-memory patcher agrees with the written checkpoint.
+            let patcher = try Patcher(patch: patch)
+            var changed = 0
+            for (t, entry) in patch.index.tensors.enumerated() {
+                let tau = try TaskVectorDecoder.dense(patch, tensor: t)
+                let info = base.tensor(named: entry.name)!
+                let before = base.data(info), after = result.data(result.tensor(named: entry.name)!)
+                var buffer = Array(before)
+                try buffer.withUnsafeMutableBytes { try patcher.patch(tensor: entry.name, dtype: dtype, shape: info.shape, data: $0) }
+                #expect(buffer == Array(after), "\(entry.name)")
+                for i in 0..<info.elementCount {
+                    if dtype == .F32 {
+                        let b = before.load(fromByteOffset: 4 * i, as: Float.self)
+                        #expect(after.load(fromByteOffset: 4 * i, as: Float.self).bitPattern == (tau[i] == 0 ? b : b + Float(0.75) * tau[i]).bitPattern)
+                    } else {
+                        let b = before.load(fromByteOffset: 8 * i, as: Double.self)
+                        #expect(after.load(fromByteOffset: 8 * i, as: Double.self).bitPattern == (tau[i] == 0 ? b : b + 0.75 * Double(tau[i])).bitPattern)
+                    }
+                    changed += tau[i] == 0 ? 0 : 1
+                }
+            }
+            #expect(changed > 0)
+        }
+    }
+
+    @Test func directionRoundTripsThroughTheIndexAndOldIndexesSubtract() throws {
+        var metadata = PatchMetadata(method: "ties", parameters: [], n: 2, inputs: ["a", "b"], base: "base", lambda: 1)
+        #expect(metadata.json()["direction"] == nil)
+        metadata.direction = .add
+        #expect(metadata.json()["direction"] == .string("add"))
+        #expect(PatchDirection.add.kernelLambda(0.5) == -0.5 && PatchDirection.subtract.kernelLambda(0.5) == 0.5)
+        let index = PatchIndex(metadata: metadata, fingerprint: [], tensors: [])
+        let decoded = try PatchIndexDecoder(file: "x").decode(index.json())
+        #expect(decoded.metadata == metadata)
+        guard case var .object(root) = index.json(), case var .object(fields) = root.first(where: { $0.key == "metadata" })!.value else {
+            Issue.record("index JSON is not an object")
+            return
+        }
+        fields.removeAll { $0.key == "direction" }
+        root = root.map { $0.key == "metadata" ? ("metadata", .object(fields)) : $0 }
+        #expect(try PatchIndexDecoder(file: "x").decode(.object(root)).metadata.direction == .subtract)
+        fields.append(("direction", .string("sideways")))
+        root = root.map { $0.key == "metadata" ? ("metadata", .object(fields)) : $0 }
+        #expect(throws: NegPatchError.self) { try PatchIndexDecoder(file: "x").decode(.object(root)) }
+    }
+
     @Test func aDifferentBaseIsRefusedAndNothingIsWritten() throws {
         let (set, patchPath) = try mergedSet(.F32)
         let out = set.folder.file("out.safetensors")

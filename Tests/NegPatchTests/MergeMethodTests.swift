@@ -123,6 +123,43 @@ import Testing
         #expect((350...550).contains(dropped))
     }
 
+    @Test(arguments: [0.0, 0.5])
+    func dareTiesDropsLikeDareThenElectsAndAveragesDisjointly(_ drop: Double) throws {
+        let set = GeneratedSet(n: 3, dtype: .F32, seed: 9)
+        let name = "layers.1.w"
+        let taus = try taskVectors(set, name)
+        let got = try merged(set, DareTies(drop: drop, seed: 42), name)
+        let h = DareStream.mix(42 ^ XXH64.hash(name))
+        let keys = (0..<3).map { DareStream.mix(h &+ UInt64($0)) }
+        let scale = Float(1 - drop)
+        var electedNegative = 0
+        for i in taus[0].indices {
+            let rescaled = (0..<3).map { k in DareStream.uniform(key: keys[k], index: i) >= drop ? taus[k][i] / scale : 0 }
+            let positive = sumInOrder(rescaled) >= 0
+            if !positive { electedNegative += 1 }
+            let agreeing = rescaled.filter { positive ? $0 > 0 : $0 < 0 }
+            let expected = sumInOrder(agreeing) / Float(max(agreeing.count, 1))
+            #expect(got[i].bitPattern == (expected + 0).bitPattern, "element \(i)")
+        }
+        // Both signs are elected somewhere, so the election is exercised.
+        #expect(electedNegative > 0 && electedNegative < taus[0].count)
+    }
+
+    @Test(arguments: [0.2, 0.5, 1.0], [DType.F32, .BF16])
+    func magnitudePruneTrimsThenAveragesOverAllModels(_ density: Double, _ dtype: DType) throws {
+        let set = GeneratedSet(n: 3, dtype: dtype, seed: 6)
+        let name = "layers.1.w"
+        let taus = try taskVectors(set, name)
+        let count = taus[0].count
+        let keep = Int((density * Double(count)).rounded(.down))
+        let thresholds = taus.map { tau in keep == 0 ? Float.infinity : tau.map(abs).sorted(by: >)[keep - 1] }
+        let got = try merged(set, MagnitudePrune(density: density), name)
+        for i in 0..<count {
+            let kept = taus.indices.map { k in taus[k][i] != 0 && abs(taus[k][i]) >= thresholds[k] ? taus[k][i] : 0 }
+            #expect(got[i].bitPattern == (sumInOrder(kept) / 3 + 0).bitPattern, "element \(i)")
+        }
+    }
+
     @Test func registryBuildsEveryMethodAndRejectsBadParameters() throws {
         for name in MergeMethods.names {
             #expect(try MergeMethods.make(name, parameters: MergeParameters(), modelCount: 3).name == name)
@@ -139,6 +176,10 @@ import Testing
         parameters = MergeParameters()
         parameters.drop = 1
         #expect(throws: NegPatchError.self) { try MergeMethods.make("dare", parameters: parameters, modelCount: 3) }
+        #expect(throws: NegPatchError.self) { try MergeMethods.make("dare-ties", parameters: parameters, modelCount: 3) }
+        parameters = MergeParameters()
+        parameters.density = 1.5
+        #expect(throws: NegPatchError.self) { try MergeMethods.make("magnitude-prune", parameters: parameters, modelCount: 3) }
         #expect(throws: NegPatchError.self) { try MergeMethods.make("nope", parameters: MergeParameters(), modelCount: 3) }
     }
 

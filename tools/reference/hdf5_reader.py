@@ -124,6 +124,8 @@ def _check_metadata(fail, md):
         fail("metadata 'lambda' is not finite")
     if not all(isinstance(i, str) for i in md["inputs"]):
         fail("metadata 'inputs' holds a non-string")
+    if md["direction"] not in ("subtract", "add"):
+        fail(f"metadata 'direction' is {md['direction']!r}, not 'subtract' or 'add'")
 
 
 def _check_fingerprint(fail, fp):
@@ -213,7 +215,10 @@ def read_hdf5(path) -> Patch:
         md = {"method": attr("/", f, "method", "str"), "parameters": params,
               "n": attr("/", f, "n", "int"), "inputs": attr("/", f, "inputs", "strs"),
               "base": attr("/", f, "base", "str"), "lambda": attr("/", f, "lambda", "float"),
-              "tool": attr("/", f, "tool", "str"), "lossy": bool(lossy)}
+              "tool": attr("/", f, "tool", "str"), "lossy": bool(lossy),
+              # section 2: written only for adding patches; absent means subtract
+              "direction": attr("/", f, "direction", "str") if "direction" in f.attrs
+              else "subtract"}
         _check_metadata(fail, md)
         _check_fingerprint(fail, fp)
 

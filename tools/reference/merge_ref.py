@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_np import FLOAT_DTYPES, from_f32, to_f32  # noqa: E402
 
 F32 = np.float32
-METHODS = ("negmerge", "consensus", "uniform", "task-arithmetic", "ties", "magmax", "dare")
+METHODS = ("negmerge", "consensus", "uniform", "task-arithmetic", "ties", "magmax", "dare",
+           "dare-ties", "magnitude-prune")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -127,7 +128,8 @@ def ties_threshold(t, density) -> tuple:
     return k, np.partition(a, c - k)[c - k]  # K-th largest, duplicates counted
 
 
-def ties(ts, density=0.2) -> np.ndarray:
+def magnitude_trim(ts, density) -> list:
+    """Each t_k with only its elements at or above its threshold T_k kept (ties steps 1-2)."""
     d = float(density)
     if not 0 < d <= 1:
         raise ValueError("density must be in (0, 1]")
@@ -138,12 +140,26 @@ def ties(ts, density=0.2) -> np.ndarray:
             kept.append(np.zeros_like(t))
         else:
             kept.append(np.where((t != 0) & (np.abs(t) >= thr), t, F32(0)).astype(F32))
+    return kept
+
+
+def elect_disjoint_mean(kept) -> np.ndarray:
+    """TIES' sign election (zero sum counts as +) and the mean of the agreeing values."""
     s = sum_in_model_order(kept)
     elected = np.where(s >= 0, 1, -1).astype(np.int8)  # NaN sum -> -1 (s >= 0 is false)
     agree = [(_sign(k) == elected) for k in kept]
     num = sum_in_model_order(np.where(a, k, F32(0)) for a, k in zip(agree, kept))
     count = sum(a.astype(np.int32) for a in agree)
     return (num / np.maximum(count, 1).astype(F32)).astype(F32)
+
+
+def ties(ts, density=0.2) -> np.ndarray:
+    return elect_disjoint_mean(magnitude_trim(ts, density))
+
+
+def magnitude_prune(ts, density=0.2) -> np.ndarray:
+    """Per-tensor top-density trim of each model, then the mean over all n."""
+    return uniform(magnitude_trim(ts, density))
 
 
 def magmax(ts) -> np.ndarray:
@@ -182,7 +198,8 @@ def dare_uniforms(name: str, seed: int, k: int, count: int) -> np.ndarray:
     return (mix_np(z) >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
 
 
-def dare(ts, name: str, drop=0.9, seed=0) -> np.ndarray:
+def dare_rescaled(ts, name: str, drop, seed) -> list:
+    """Each t_k with DARE's drops set to 0 and the survivors divided by float32(1 - p)."""
     p = float(drop)
     if not 0 <= p < 1:
         raise ValueError("drop must be in [0, 1)")
@@ -191,7 +208,16 @@ def dare(ts, name: str, drop=0.9, seed=0) -> np.ndarray:
     for k, t in enumerate(ts):
         u = dare_uniforms(name, seed, k, len(t))
         resc.append(np.where(u < p, F32(0), t / scale).astype(F32))
-    return uniform(resc)
+    return resc
+
+
+def dare(ts, name: str, drop=0.9, seed=0) -> np.ndarray:
+    return uniform(dare_rescaled(ts, name, drop, seed))
+
+
+def dare_ties(ts, name: str, drop=0.9, seed=0) -> np.ndarray:
+    """DARE's drop and rescale, then TIES' sign election and disjoint mean."""
+    return elect_disjoint_mean(dare_rescaled(ts, name, drop, seed))
 
 
 def sign_histogram(ts) -> np.ndarray:
@@ -217,6 +243,10 @@ def merge_tensor(method: str, ts, name: str = "", **params) -> np.ndarray:
         return magmax(ts)
     if method == "dare":
         return dare(ts, name, params.get("drop", 0.9), params.get("seed", 0))
+    if method == "dare-ties":
+        return dare_ties(ts, name, params.get("drop", 0.9), params.get("seed", 0))
+    if method == "magnitude-prune":
+        return magnitude_prune(ts, params.get("density", 0.2))
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -250,9 +280,12 @@ def checkpoint_histogram(base, fts) -> np.ndarray:
 # ---------------------------------------------------------------------------- apply
 
 
-def apply_ref(base_dtype: str, base_array: np.ndarray, tau_f32: np.ndarray, lam):
+def apply_ref(base_dtype: str, base_array: np.ndarray, tau_f32: np.ndarray, lam,
+              direction: str = "subtract"):
     """``base - lam * tau``: float32 ``base - (lam * tau)`` (two roundings, no FMA), F64 in
-    float64, rounded back to the base dtype with RNE.  Returns the raw storage array
+    float64, rounded back to the base dtype with RNE.  ``direction="add"`` gives
+    ``base + (lam * tau)`` with the same roundings, computed as written here (NegPatch
+    subtracts with the negated lambda, which the spec says rounds the same).  Returns the raw storage array
     (BF16 as uint16) of the base's shape.
 
     ``lam`` may be a decimal string (rounded once to float32 / float64) or a number.
@@ -260,23 +293,27 @@ def apply_ref(base_dtype: str, base_array: np.ndarray, tau_f32: np.ndarray, lam)
     arithmetic for every non-NaN base and ``lam >= 0`` (``x - (+0) == x``, including -0.0);
     it differs only for NaN bases (arithmetic would quiet a signalling NaN) and, with
     ``lam < 0``, for a -0.0 base (``-0 - (-0) = +0``)."""
+    if direction not in ("subtract", "add"):
+        raise ValueError(f"direction {direction!r}")
     shape = np.shape(base_array)
     tau = np.asarray(tau_f32, dtype=F32).reshape(shape)
     with np.errstate(all="ignore"):  # inf - inf etc. are IEEE results, not errors here
-        out = _apply_arith(base_dtype, base_array, tau, lam)
+        out = _apply_arith(base_dtype, base_array, tau, lam, direction == "add")
     out = np.where(tau == 0, base_array, out)
     return out.astype(np.asarray(base_array).dtype, copy=False).reshape(shape)
 
 
-def _apply_arith(base_dtype, base_array, tau, lam):
+def _apply_arith(base_dtype, base_array, tau, lam, add=False):
     if base_dtype == "F64":
         lam64 = np.float64(float(lam))
-        out = np.asarray(base_array, dtype=np.float64) - lam64 * tau.astype(np.float64)
+        prod64 = lam64 * tau.astype(np.float64)
+        b64 = np.asarray(base_array, dtype=np.float64)
+        out = b64 + prod64 if add else b64 - prod64
     elif base_dtype in ("F32", "F16", "BF16"):
         lam32 = decimal_to_f32(lam)
         b = to_f32(base_dtype, base_array)
         prod = (lam32 * tau).astype(F32)
-        out = from_f32(base_dtype, (b - prod).astype(F32))
+        out = from_f32(base_dtype, ((b + prod) if add else (b - prod)).astype(F32))
     else:
         raise TypeError(f"apply_ref: {base_dtype} tensors are not patched")
     return out

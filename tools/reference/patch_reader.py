@@ -39,7 +39,9 @@ FOOTER = 32
 MAX_INDEX = 1 << 30
 MAX_ELEMENTS = (1 << 63) - 1
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
-METHODS = ("negmerge", "consensus", "uniform", "task-arithmetic", "ties", "magmax", "dare")
+METHODS = ("negmerge", "consensus", "uniform", "task-arithmetic", "ties", "magmax", "dare",
+           "dare-ties", "magnitude-prune")
+DIRECTIONS = ("subtract", "add")
 _HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 
 
@@ -471,6 +473,10 @@ def _check_metadata(md, fail):
     for k, v in md["parameters"].items():
         if not (isinstance(v, str) or _is_num(v) or (isinstance(v, list) and all(_is_num(x) for x in v))):
             fail(f"metadata parameter {k!r} is neither number, string nor array of numbers")
+    # section 3.1: absent in patches written before directions existed, which subtract
+    md = type(md)(md)  # the index itself keeps what the file says
+    if md.setdefault("direction", "subtract") not in DIRECTIONS:
+        fail(f"metadata direction {md['direction']!r} is not one of {DIRECTIONS}")
     return md
 
 

@@ -16,8 +16,9 @@ from conftest import (BIG_SETS, DirWatch, assert_error, clean, describe_mismatch
                       file_bytes, sentinel)
 
 
-def compare_checkpoint(base_path, out_path, taus, lam):
-    """Every difference between the CLI's output and base - lam*tau, as a list of strings:
+def compare_checkpoint(base_path, out_path, taus, lam, direction="subtract"):
+    """Every difference between the CLI's output and base - lam*tau (base + lam*tau for an
+    adding patch), as a list of strings:
     file layout, header bytes, non-floating bytes, floating values bit for bit."""
     problems = []
     if os.path.isdir(base_path):
@@ -62,7 +63,7 @@ def compare_checkpoint(base_path, out_path, taus, lam):
             if name not in taus:
                 problems.append(f"{name}: floating tensor missing from the patch")
                 continue
-            exp = mr.apply_ref(dt, barr, taus[name], lam)
+            exp = mr.apply_ref(dt, barr, taus[name], lam, direction)
             d = describe_mismatch(f"{os.path.basename(of)}: {name} ({dt}, lambda {lam})",
                                   oarr, exp)
             if d:

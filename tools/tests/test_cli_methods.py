@@ -28,6 +28,12 @@ CASES = [
     ("dare", [], {}),
     ("dare", ["--drop", "0.3", "--seed", "7"], {"drop": 0.3, "seed": 7}),
     ("dare", ["--drop", "0"], {"drop": 0.0}),
+    ("dare-ties", [], {}),
+    ("dare-ties", ["--drop", "0.3", "--seed", "7"], {"drop": 0.3, "seed": 7}),
+    ("dare-ties", ["--drop", "0"], {"drop": 0.0}),
+    ("magnitude-prune", [], {}),
+    ("magnitude-prune", ["--density", "0.5"], {"density": 0.5}),
+    ("magnitude-prune", ["--density", "1"], {"density": 1.0}),
 ]
 IDS = [m + "".join(o).replace("--", "-") for m, o, _ in CASES]
 

@@ -219,7 +219,7 @@ def _sgn(x):
 def loop_merge(method, ts, name="t", **p):
     n, c = len(ts), len(ts[0])
     out = np.zeros(c, dtype=np.float32)
-    if method == "ties":
+    if method in ("ties", "magnitude-prune"):
         thr = []
         for t in ts:
             k = math.floor(float(p.get("density", 0.2)) * float(c))
@@ -265,6 +265,21 @@ def loop_merge(method, ts, name="t", **p):
                     * 2.0 ** -53
                 resc.append(_f(0) if u < drop else _f(v / _f(1.0 - drop)))
             out[i] = _f(_loop_sum(resc) / _f(n))
+        elif method == "dare-ties":
+            drop, seed = p.get("drop", 0.9), p.get("seed", 0)
+            h = mr.mix_int(seed ^ xxhash.xxh64(name.encode(), seed=0).intdigest())
+            resc = []
+            for k, v in enumerate(x):
+                u = (mr.mix_int(mr.mix_int(h + k) + (i + 1) * 0x9E3779B97F4A7C15) >> 11) \
+                    * 2.0 ** -53
+                resc.append(_f(0) if u < drop else _f(v / _f(1.0 - drop)))
+            el = 1 if _loop_sum(resc) >= 0 else -1
+            ag = [v for v in resc if _sgn(v) == el]
+            out[i] = _f(_loop_sum(ag) / _f(max(len(ag), 1)))
+        elif method == "magnitude-prune":
+            kept = [v if (thr[k] is not None and v != 0 and abs(float(v)) >= thr[k]) else _f(0)
+                    for k, v in enumerate(x)]
+            out[i] = _f(_loop_sum(kept) / _f(n))
     return out
 
 
@@ -273,7 +288,10 @@ CASES = [("negmerge", {}), ("consensus", {}), ("consensus", {"min_agree": 2}),
          ("task-arithmetic", {"weights": [0, 0.5, 1, 2]}), ("ties", {}),
          ("ties", {"density": 0.5}), ("ties", {"density": 0.001}), ("ties", {"density": 1}),
          ("magmax", {}), ("dare", {}), ("dare", {"drop": 0.3, "seed": 7}),
-         ("dare", {"drop": 0.0})]
+         ("dare", {"drop": 0.0}), ("dare-ties", {}), ("dare-ties", {"drop": 0.3, "seed": 7}),
+         ("dare-ties", {"drop": 0.0}), ("magnitude-prune", {}),
+         ("magnitude-prune", {"density": 0.5}), ("magnitude-prune", {"density": 0.001}),
+         ("magnitude-prune", {"density": 1})]
 
 
 @pytest.mark.parametrize("method,params", CASES, ids=[f"{m}-{p}" for m, p in CASES])

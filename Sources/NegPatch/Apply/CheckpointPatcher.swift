@@ -29,9 +29,9 @@ public struct ApplyRequest {
     }
 }
 
-/// Writes unlearned checkpoints: every patched tensor becomes `base - lambda * tau` (see
-/// `PatchKernels`), every other byte (header, other tensors, metadata, shard layout) is
-/// copied unchanged. Each block of the patch is decoded once and applied for every lambda.
+/// Writes unlearned checkpoints: every patched tensor becomes `base - lambda * tau` (or
+/// `base + lambda * tau` for a patch whose direction is `add`; see `PatchKernels`), every
+/// other byte (header, other tensors, metadata, shard layout) is copied unchanged. Each block of the patch is decoded once and applied for every lambda.
 /// Outputs are written atomically; on any error none of them is left behind.
 public enum CheckpointPatcher {
     /// File extensions of weight files in other formats, never copied beside a patched
@@ -155,7 +155,9 @@ public enum CheckpointPatcher {
                         try checkFiniteInputs(base: UnsafeRawPointer(buffer), shard: shard, info: item.info,
                                               block: block, blockStart: item.block * entry.blockElements, patch: patch)
                     }
-                    PatchKernels.apply(block, to: buffer, dtype: item.info.dtype, lambda: lambdas[k])
+                    // An adding patch subtracts with the negated lambda (formats/methods.md).
+                    PatchKernels.apply(block, to: buffer, dtype: item.info.dtype,
+                                       lambda: patch.index.metadata.direction.kernelLambda(lambdas[k]))
                     if checkFinite {
                         try checkFiniteResult(UnsafeRawPointer(buffer), info: item.info, count: block.count,
                                               blockStart: item.block * entry.blockElements, lambda: lambdas[k], output: file.destination)

@@ -6,7 +6,8 @@
 /// ```
 ///
 /// Each tensor is decoded block by block (blocks in parallel) and updated in place as
-/// `theta = base - lambda * tau` (see `PatchKernels`). The patcher does not check the base
+/// `theta = base - lambda * tau`, or `theta = base + lambda * tau` for a patch whose
+/// direction is `add` (see `PatchKernels`, `PatchDirection`). The patcher does not check the base
 /// fingerprint, since it sees one tensor at a time: call `BaseFingerprint.verify` on the
 /// checkpoint first when it is available.
 public final class Patcher: Sendable {
@@ -14,6 +15,8 @@ public final class Patcher: Sendable {
     public let patch: any PatchSource
     /// The lambda used (the patch's recommendation unless overridden).
     public let lambda: Double
+    /// The lambda the kernels subtract with: `lambda`, negated for an adding patch.
+    private let kernelLambda: Double
     private let tensorIndex: [TensorName: Int]
 
     /// Whether NaN or infinity in a patched tensor or in the patch's values is accepted;
@@ -31,6 +34,7 @@ public final class Patcher: Sendable {
             throw NegPatchError(.invalidArgument, file: patch.path, "lambda must be a finite number within float32's range, got \(value)")
         }
         self.lambda = value
+        kernelLambda = patch.index.metadata.direction.kernelLambda(value)
         tensorIndex = Dictionary(uniqueKeysWithValues: patch.index.tensors.enumerated().map { (TensorName($0.element.name), $0.offset) })
     }
 
@@ -69,7 +73,7 @@ public final class Patcher: Sendable {
                                     "non-finite task-vector value \(block.values[j]) at \(FiniteValues.describe(element: element, shape: shape))")
             }
             let blockData = start + b * entry.blockElements * dtype.size
-            PatchKernels.apply(block, to: blockData, dtype: dtype, lambda: lambda)
+            PatchKernels.apply(block, to: blockData, dtype: dtype, lambda: kernelLambda)
             if !allowNonFinite, let bad = FiniteValues.firstNonFinite(blockData, dtype: dtype, count: block.count) {
                 throw NegPatchError(.invalidValue, file: patch.path, tensor: name,
                                     "the patched value at \(FiniteValues.describe(element: b * entry.blockElements + bad, shape: shape)) with lambda \(lambda) "

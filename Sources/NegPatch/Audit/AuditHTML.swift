@@ -97,7 +97,7 @@ public enum AuditHTML {
             ("Density", ReportNumbers.percent(total.density), "\(ReportNumbers.count(total.nonzeros)) of \(ReportNumbers.count(total.elements)) elements"),
             ("Size on disk", ReportNumbers.bytes(report.fileSize), ReportNumbers.fixed(ratio, 1) + "x smaller than dense float32"),
             ("Bits per element", ReportNumbers.fixed(total.bitsPerElement, 3), "parts only; a dense float32 costs 32"),
-            ("Lambda", ReportNumbers.significant(report.metadata.lambda, 6), "recommended: theta = base - lambda * tau"),
+            ("Lambda", ReportNumbers.significant(report.metadata.lambda, 6), "recommended: " + report.metadata.direction.formula),
         ]
         if let values = report.total.values {
             items.append(("Positive / negative", ReportNumbers.fixed(values.positiveShare * 100, 1) + " / " + ReportNumbers.fixed(values.negativeShare * 100, 1),
@@ -131,6 +131,7 @@ public enum AuditHTML {
             ("Inputs", m.inputs.joined(separator: ", ")), ("Base", m.base),
             ("Base fingerprint", "\(report.fingerprintTensors) tensors, xxh64 of their bytes"),
             ("Lambda", ReportNumbers.significant(m.lambda, 6)),
+            ("Direction", "\(m.direction.rawValue): \(m.direction.formula)"),
             ("Values", m.lossy ? "lossy: some values stored with less than float32 precision" : "lossless float32"),
             ("Tool", m.tool), ("Format", report.format),
             ("File", "\(ReportNumbers.count(report.fileSize)) bytes: parts \(ReportNumbers.count(report.patchStoredBytes)), index and framing \(ReportNumbers.count(report.overheadBytes))"),

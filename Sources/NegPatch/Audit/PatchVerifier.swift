@@ -16,6 +16,8 @@ public struct VerifyReport: Sendable {
     public var format: String?
     /// Its size, when it could be opened.
     public var fileSize: Int?
+    /// How the patch applies its task vector, once its index has been read.
+    public var direction: PatchDirection?
     /// The checks, in the order they ran.
     public var checks: [Check] = []
     /// Every problem found, one line each, naming the file, tensor and block.
@@ -63,6 +65,7 @@ public enum PatchVerifier {
         report.format = source.formatName
         report.fileSize = source.fileSize
         let index = source.index
+        report.direction = index.metadata.direction
         let isNegPatch = source.formatName == NegPatchFormat.name
         report.checks.append(.init(
             name: "file and index", passed: true,

@@ -20,7 +20,7 @@ public enum TaskVectorExport {
             ("negpatch.base", meta.base),
             ("negpatch.lambda", String(decoding: CanonicalJSON.encode(.double(meta.lambda)), as: UTF8.self)),
             ("negpatch.tool", meta.tool),
-        ]
+        ] + (meta.direction == .subtract ? [] : [("negpatch.direction", meta.direction.rawValue)])
         let entries = index.tensors.map { SafetensorsHeader.Entry(name: $0.name, dtype: .F32, shape: $0.shape) }
         let output = try AtomicOutput(destination: path)
         try output.write(SafetensorsHeader.encode(entries, metadata: metadata))

@@ -16,10 +16,13 @@ public struct PatchMetadata: Sendable, Equatable {
     public var tool: String
     /// Whether any values are stored with less than float32 precision.
     public var lossy: Bool
+    /// Whether applying subtracts tau (task negation, the default) or adds it.
+    public var direction: PatchDirection
 
     /// Creates metadata.
     public init(method: String, parameters: [(key: String, value: JSONValue)], n: Int, inputs: [String],
-                base: String, lambda: Double, tool: String = NegPatchVersion.tool, lossy: Bool = false) {
+                base: String, lambda: Double, tool: String = NegPatchVersion.tool, lossy: Bool = false,
+                direction: PatchDirection = .subtract) {
         self.method = method
         self.parameters = parameters
         self.n = n
@@ -28,11 +31,35 @@ public struct PatchMetadata: Sendable, Equatable {
         self.lambda = lambda
         self.tool = tool
         self.lossy = lossy
+        self.direction = direction
     }
 
     public static func == (a: PatchMetadata, b: PatchMetadata) -> Bool {
         a.method == b.method && JSONValue.object(a.parameters) == JSONValue.object(b.parameters) && a.n == b.n
             && a.inputs == b.inputs && a.base == b.base && a.lambda == b.lambda && a.tool == b.tool && a.lossy == b.lossy
+            && a.direction == b.direction
+    }
+}
+
+/// How a patch's task vector is applied to its base.
+public enum PatchDirection: String, Sendable, CaseIterable {
+    /// `theta = base - lambda * tau`: task negation (NegMerge and its baselines). Patches
+    /// without a recorded direction are of this kind.
+    case subtract
+    /// `theta = base + lambda * tau`: the inputs are already unlearned models (the SemEval
+    /// way), and their merged update is added.
+    case add
+
+    /// The lambda that the subtracting kernels use to apply this direction: `lambda` for
+    /// `subtract`, `-lambda` for `add` (exact: `base - (-lambda) * tau` rounds as
+    /// `base + lambda * tau`).
+    public func kernelLambda(_ lambda: Double) -> Double {
+        self == .subtract ? lambda : -lambda
+    }
+
+    /// The update formula, `theta = base - lambda * tau` or `theta = base + lambda * tau`.
+    public var formula: String {
+        self == .subtract ? "theta = base - lambda * tau" : "theta = base + lambda * tau"
     }
 }
 
@@ -197,7 +224,7 @@ extension PatchMetadata {
             ("lambda", .double(lambda)),
             ("tool", .string(tool)),
             ("lossy", .bool(lossy)),
-        ])
+        ] + (direction == .subtract ? [] : [("direction", .string(direction.rawValue))]))
     }
 }
 
@@ -309,8 +336,16 @@ struct PatchIndexDecoder {
         guard let lambda = json["lambda"]?.double, lambda.isFinite else { throw bad("metadata 'lambda' is not a finite number") }
         guard let tool = json["tool"]?.string else { throw bad("metadata lacks 'tool'") }
         guard case let .bool(lossy)? = json["lossy"] else { throw bad("metadata 'lossy' is not a boolean") }
+        // Absent in patches written before directions existed: those subtract.
+        var direction = PatchDirection.subtract
+        if let value = json["direction"] {
+            guard let parsed = value.string.flatMap(PatchDirection.init(rawValue:)) else {
+                throw bad("metadata 'direction' is not \"subtract\" or \"add\"")
+            }
+            direction = parsed
+        }
         return PatchMetadata(method: method, parameters: parameters, n: n, inputs: inputs, base: base,
-                             lambda: lambda, tool: tool, lossy: lossy)
+                             lambda: lambda, tool: tool, lossy: lossy, direction: direction)
     }
 
     private func decodePart(_ json: JSONValue?, tensor: String, block: Int, kind: String) throws -> PartLocation {

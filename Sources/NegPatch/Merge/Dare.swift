@@ -54,7 +54,7 @@ enum DareStream {
 
 struct DareKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
     let drop: Double
     let scale: Float
     let modelKeys: [UInt64]

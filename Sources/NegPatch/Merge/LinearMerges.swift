@@ -44,7 +44,7 @@ public struct TaskArithmetic: MergeMethod {
 /// Sum in model order of (optionally weighted) task vectors, optionally divided.
 struct WeightedSumKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
     let weights: [Float]?
     let divisor: Float?
 
@@ -89,7 +89,7 @@ public struct MagMax: MergeMethod {
 
 struct MagMaxKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
 
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
         var tile = MergeTile(base: base, models: models)

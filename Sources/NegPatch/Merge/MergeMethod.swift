@@ -60,7 +60,7 @@ public struct TensorSource: @unchecked Sendable {
     }
 }
 
-/// One floating tensor to merge: the base and the n fine-tuned versions of it.
+/// One floating tensor to merge: the base and the n task vectors of it.
 public struct MergeTensor: @unchecked Sendable {
     /// The tensor's name.
     public let name: String
@@ -68,8 +68,8 @@ public struct MergeTensor: @unchecked Sendable {
     public let elements: Int
     /// The base tensor.
     public let base: TensorSource
-    /// The fine-tuned tensors, in merge order.
-    public let models: [TensorSource]
+    /// The task vectors, in merge order.
+    public let models: [any TaskVectorSource]
 }
 
 /// Computes the merged task vector of one tensor, range by range.

@@ -4,11 +4,11 @@ public struct MergeParameters: Sendable {
     public var minAgree: Int?
     /// `task-arithmetic`: one weight per model.
     public var weights: [Double]?
-    /// `ties`: the fraction of each task vector kept by magnitude.
+    /// `ties`, `magnitude-prune`: the fraction of each task vector kept by magnitude.
     public var density: Double?
-    /// `dare`: the drop probability.
+    /// `dare`, `dare-ties`: the drop probability.
     public var drop: Double?
-    /// `dare`: the random seed.
+    /// `dare`, `dare-ties`: the random seed.
     public var seed: UInt64?
 
     /// No parameters: every method's defaults.
@@ -58,6 +58,14 @@ public enum MergeMethods {
         Entry(name: "magmax", summary: "per element, the value of largest magnitude") { _, _ in MagMax() },
         Entry(name: "dare", summary: "drop with probability --drop, rescale by 1/(1-p), mean; --seed", parameters: ["drop", "seed"]) { p, _ in
             Dare(drop: p.drop ?? 0.9, seed: p.seed ?? 0)
+        },
+        Entry(name: "dare-ties", summary: "DARE's drop and rescale (--drop, --seed), then TIES' elected sign and disjoint mean",
+              parameters: ["drop", "seed"]) { p, _ in
+            DareTies(drop: p.drop ?? 0.9, seed: p.seed ?? 0)
+        },
+        Entry(name: "magnitude-prune", summary: "per-tensor top --density trim by magnitude, then the mean of all n",
+              parameters: ["density"]) { p, _ in
+            MagnitudePrune(density: p.density ?? 0.2)
         },
     ]
 

@@ -18,7 +18,7 @@ struct MergeTile {
     private var models: UnsafePointer<UnsafePointer<Float>>
 
     /// Allocates a tile over `base` and `models`.
-    init(base source: TensorSource, models sources: [TensorSource]) {
+    init(base source: TensorSource, models sources: [any TaskVectorSource]) {
         inputs = TileInputs(base: source, models: sources)
         capacity = inputs.capacity
         storage = .allocate(capacity: capacity * 3)
@@ -126,7 +126,7 @@ struct LaneHistograms {
 /// Runs a vector kernel's `body` with tile inputs over `base` and `models` and lane
 /// histograms of n + 1 buckets, then adds the histograms to `agreement` and frees both.
 @inline(__always)
-func withLaneTiles(base: TensorSource, models: [TensorSource], agreement: UnsafeMutablePointer<Int>,
+func withLaneTiles(base: TensorSource, models: [any TaskVectorSource], agreement: UnsafeMutablePointer<Int>,
                    _ body: (TileInputs, LaneHistograms) -> Void) {
     let inputs = TileInputs(base: base, models: models)
     let histogram = LaneHistograms(buckets: models.count + 1)

@@ -6,12 +6,14 @@ import Glibc
 public struct MergeRequest {
     /// The pretrained checkpoint.
     public var base: Checkpoint
-    /// The fine-tuned checkpoints, in merge order.
-    public var models: [Checkpoint]
+    /// The fine-tuned models (checkpoints, LoRA adapters), in merge order.
+    public var models: [any MergeInput]
     /// The merge method.
     public var method: any MergeMethod
     /// The recommended lambda recorded in the patch.
     public var lambda: Double = 1.0
+    /// Whether applying the patch subtracts tau (the default) or adds it.
+    public var direction = PatchDirection.subtract
     /// Elements per stored block (a multiple of 64).
     public var blockElements: Int = 1 << 20
     /// Worker threads.
@@ -21,7 +23,7 @@ public struct MergeRequest {
     public var allowNonFinite = false
 
     /// Creates a request with default lambda, block size and threads.
-    public init(base: Checkpoint, models: [Checkpoint], method: any MergeMethod) {
+    public init(base: Checkpoint, models: [any MergeInput], method: any MergeMethod) {
         self.base = base
         self.models = models
         self.method = method
@@ -56,30 +58,12 @@ public enum ProcessorCount {
 /// Streams a merge tensor by tensor and block by block: at any time it holds only the
 /// blocks in flight (a few per thread), never n models, so memory does not grow with n.
 public enum Merger {
-    /// Checks that every fine-tuned checkpoint has exactly the base's tensors with the same
-    /// dtypes and shapes. Throws `.mismatch` naming both files and the first tensor that
+    /// Checks that every input fits the base: a fine-tuned checkpoint has exactly the
+    /// base's tensors with the same dtypes and shapes; an adapter targets base tensors of
+    /// matching shapes. Throws `.mismatch` naming both files and the first tensor that
     /// differs.
-    public static func checkCompatible(base: Checkpoint, models: [Checkpoint]) throws {
-        for model in models {
-            for tensor in base.tensors {
-                let name = tensor.info.name
-                guard let other = model.tensor(named: name) else {
-                    throw NegPatchError(.mismatch, file: model.path, tensor: name, "missing, but present in \(base.file(of: tensor))")
-                }
-                guard other.info.dtype == tensor.info.dtype else {
-                    throw NegPatchError(.mismatch, file: model.file(of: other), tensor: name,
-                                        "dtype \(other.info.dtype) differs from \(tensor.info.dtype) in \(base.file(of: tensor))")
-                }
-                guard other.info.shape == tensor.info.shape else {
-                    throw NegPatchError(.mismatch, file: model.file(of: other), tensor: name,
-                                        "shape \(describeShape(other.info.shape)) differs from \(describeShape(tensor.info.shape)) in \(base.file(of: tensor))")
-                }
-            }
-            if model.tensors.count != base.tensors.count,
-               let extra = model.tensors.first(where: { base.tensor(named: $0.info.name) == nil }) {
-                throw NegPatchError(.mismatch, file: model.file(of: extra), tensor: extra.info.name, "not present in the base \(base.path)")
-            }
-        }
+    public static func checkCompatible(base: Checkpoint, models: [any MergeInput]) throws {
+        for model in models { try model.checkCompatible(base: base) }
     }
 
     /// Runs `request`, writing the patch through `writer`, and returns the summary.
@@ -97,29 +81,9 @@ public enum Merger {
     /// models in order, each scanned from its first element.
     private static func firstNonFinite(_ tensor: CheckpointTensor, request: MergeRequest) -> NegPatchError {
         let name = tensor.info.name
-        for checkpoint in [request.base] + request.models {
-            let entry = checkpoint.tensor(named: name)!
-            let data = checkpoint.data(entry)
-            guard let start = data.baseAddress else { continue }
-            let dtype = entry.info.dtype
-            // Chunks converted to float32, as the merge sees them: an F64 value beyond
-            // float32's range is as unusable as an infinity.
-            var chunk = [Float](repeating: 0, count: 4096)
-            var offset = 0
-            while offset < entry.info.elementCount {
-                let count = min(chunk.count, entry.info.elementCount - offset)
-                let bad: Int? = chunk.withUnsafeMutableBufferPointer { buffer in
-                    FloatConversion.toFloat32(start, dtype: dtype, start: offset, count: count, into: buffer.baseAddress!)
-                    return FiniteValues.allFinite(buffer.baseAddress!, count: count) ? nil : buffer.prefix(count).firstIndex { !$0.isFinite }
-                }
-                if let bad {
-                    let raw = FiniteValues.value(start, dtype: dtype, at: offset + bad)
-                    let what = raw.isFinite ? "value \(raw) beyond the float32 range" : "non-finite value \(raw)"
-                    return NegPatchError(.invalidValue, file: checkpoint.file(of: entry), tensor: name,
-                                         "\(what) at \(FiniteValues.describe(element: offset + bad, shape: entry.info.shape)) (use --allow-nonfinite to merge anyway)")
-                }
-                offset += count
-            }
+        if let error = request.base.firstNonFinite(in: tensor) { return error }
+        for model in request.models {
+            if let error = model.firstNonFinite(tensor: name) { return error }
         }
         return NegPatchError(.invalidValue, file: request.base.path, tensor: name, "non-finite value in an input (use --allow-nonfinite to merge anyway)")
     }
@@ -157,10 +121,7 @@ public enum Merger {
             return MergeTensor(
                 name: name, elements: tensor.info.elementCount,
                 base: TensorSource(file: request.base.shards[tensor.shard].file, tensor: tensor.info, nonFinite: flag),
-                models: request.models.map { model in
-                    let other = model.tensor(named: name)!
-                    return TensorSource(file: model.shards[other.shard].file, tensor: other.info, nonFinite: flag)
-                })
+                models: request.models.map { $0.taskVector(of: tensor, base: request.base, nonFinite: flag) })
         }
         var items: [WorkItem] = []
         for (t, header) in headers.enumerated() {
@@ -242,7 +203,7 @@ public enum Merger {
         let metadata = PatchMetadata(
             method: request.method.name, parameters: request.method.parameters, n: n,
             inputs: request.models.map { lastPathComponent($0.path) }, base: lastPathComponent(request.base.path),
-            lambda: request.lambda)
+            lambda: request.lambda, direction: request.direction)
         let bytes = try writer.finish(metadata: metadata, fingerprint: fingerprint)
         var total = [Int](repeating: 0, count: n + 1)
         for histogram in agreement { for m in 0...n { total[m] += histogram[m] } }

@@ -35,7 +35,7 @@ public struct SignConsensus: MergeMethod {
 
 struct SignConsensusKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
     let minAgree: Int
 
     /// Elements per step of the vector loops.
@@ -46,7 +46,7 @@ struct SignConsensusKernel: MergeKernel {
     func merge(start: Int, count: Int, into out: UnsafeMutablePointer<Float>, agreement: UnsafeMutablePointer<Int>) {
         withLaneTiles(base: base, models: models, agreement: agreement) { inputs, histogram in
             forEachTile(count: count, tile: inputs.capacity) { offset, c in
-                if base.dtype == .BF16 {
+                if inputs.readsStoredBFloat16 {
                     let (b, fts) = inputs.loadStored(start: start + offset, count: c)
                     tile(BFloat16Tile.self, b, fts, out + offset, c, histogram, agreement)
                 } else {

@@ -38,7 +38,7 @@ public struct TiesMerging: MergeMethod {
     /// |x| of a float orders like its bit pattern with the sign cleared, so the select runs
     /// on the high 16 bits first, then on the low 16 bits within the chosen bucket: two
     /// passes over the tensor, each reading the base once for up to `modelsPerPass` models.
-    static func thresholds(base: TensorSource, models: [TensorSource], elements: Int, rank: Int) throws -> [Float] {
+    static func thresholds(base: TensorSource, models: [any TaskVectorSource], elements: Int, rank: Int) throws -> [Float] {
         var thresholds: [Float] = []
         for first in stride(from: 0, to: models.count, by: modelsPerPass) {
             let group = Array(models[first..<min(models.count, first + modelsPerPass)])
@@ -70,7 +70,7 @@ public struct TiesMerging: MergeMethod {
     /// `highBuckets` each), or of the low 16 bits of the elements whose high bits equal
     /// `within[k]` (`lowBuckets` each). The tensor is split into one range per thread, each
     /// counted into 32-bit counters.
-    private static func magnitudeHistograms(base: TensorSource, models: [TensorSource], elements: Int,
+    private static func magnitudeHistograms(base: TensorSource, models: [any TaskVectorSource], elements: Int,
                                             within: [Int]?) throws -> [Int] {
         let buckets = within == nil ? highBuckets : lowBuckets
         // Ranges of at most 2^31 elements, so no 32-bit counter can overflow.
@@ -161,7 +161,7 @@ public struct TiesMerging: MergeMethod {
 
 struct TiesKernel: MergeKernel {
     let base: TensorSource
-    let models: [TensorSource]
+    let models: [any TaskVectorSource]
     let thresholds: [Float]
 
     private typealias Lanes = SIMD8<Float>

@@ -90,7 +90,7 @@ enum AuditText {
         let inputs = "\(m.n) fine-tuned checkpoint\(m.n == 1 ? "" : "s"): "
         out.append(field("n", inputs + list(m.inputs, room: TextTable.width - 13 - inputs.count)))
         out.append(field("base", "\(m.base), fingerprint of \(report.fingerprintTensors) tensors (xxh64)"))
-        out.append(field("lambda", "\(m.lambda) (recommended; theta = base - lambda * tau)"))
+        out.append(field("lambda", "\(m.lambda) (recommended; \(m.direction.formula))"))
         out.append(field("values", m.lossy ? "LOSSY: some values are stored with less than float32 precision" : "lossless float32"))
         out.append(field("tool", m.tool))
         out.append(field("integrity", integrityLine(report.integrity, format: report.format)))

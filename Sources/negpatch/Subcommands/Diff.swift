@@ -57,11 +57,14 @@ struct Diff: ParsableCommand {
         }
         func describe(_ m: PatchMetadata) -> String {
             let parameters = m.parameters.map { "\($0.key)=\(String(decoding: CanonicalJSON.encode($0.value), as: UTF8.self))" }
-            return "\(m.method)\(parameters.isEmpty ? "" : " " + parameters.joined(separator: " ")), n=\(m.n), lambda \(m.lambda)"
+            return "\(m.method)\(parameters.isEmpty ? "" : " " + parameters.joined(separator: " ")), n=\(m.n), lambda \(m.lambda), \(m.direction.rawValue)s tau"
         }
         print("A  \(first): \(describe(report.metadataA))")
         print("B  \(second): \(describe(report.metadataB))")
         print(report.sameBase ? "same base (fingerprints equal)" : "DIFFERENT bases: tensors compared by name (--ignore-base-mismatch)")
+        if report.metadataA.direction != report.metadataB.direction {
+            print("OPPOSITE directions: A \(report.metadataA.direction.formula), B \(report.metadataB.direction.formula); the figures compare tau as stored")
+        }
         print("")
         var table = TextTable(["TENSOR", "nonzeros A", "nonzeros B", "common", "jaccard", "same sign", "corr."])
         func row(_ name: String, _ f: DiffFigures) -> [String] {

@@ -6,9 +6,10 @@ struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Merge the task vectors of n fine-tuned checkpoints into a patch.",
         discussion: """
-            Each input is a .safetensors file or a Hugging Face folder (model.safetensors or a \
-            sharded model.safetensors.index.json). Task vectors are ft - base in float32; \
-            integer and boolean tensors are left out. The patch format follows the output's \
+            Each input is a .safetensors file, a Hugging Face folder (model.safetensors or a \
+            sharded model.safetensors.index.json), or a PEFT LoRA adapter folder \
+            (adapter_config.json and adapter_model.safetensors). Task vectors are ft - base in \
+            float32, or scaling * B @ A for an adapter; integer and boolean tensors are left out. The patch format follows the output's \
             extension (.negpatch, .h5) unless --format is given.
 
             Methods: \(MergeMethods.all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ")).
@@ -18,7 +19,7 @@ struct Merge: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The pretrained checkpoint.", valueName: "base"))
     var base: String
 
-    @Argument(help: ArgumentHelp("The fine-tuned checkpoints, in merge order.", valueName: "fine-tuned"))
+    @Argument(help: ArgumentHelp("The fine-tuned checkpoints or LoRA adapter folders, in merge order.", valueName: "fine-tuned"))
     var models: [String]
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The patch to write.", valueName: "patch"))
@@ -30,19 +31,22 @@ struct Merge: ParsableCommand {
     @Option(parsing: .unconditional, help: "Recommended lambda recorded in the patch (theta = base - lambda * tau).")
     var lambda = Number(1.0)
 
+    @Option(help: "How apply uses tau: subtract (task negation, theta = base - lambda * tau) or add (the inputs are already unlearned: theta = base + lambda * tau).")
+    var direction = PatchDirection.subtract
+
     @Option(name: .customLong("min-agree"), help: "consensus: how many task vectors must share the majority sign (default: a majority).")
     var minAgree: Int?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("task-arithmetic: one weight per checkpoint, comma-separated (default all 1).", valueName: "w1,...,wn"))
     var weights: String?
 
-    @Option(help: "ties: share of each task vector kept by magnitude, per tensor (default 0.2).")
+    @Option(help: "ties, magnitude-prune: share of each task vector kept by magnitude, per tensor (default 0.2).")
     var density: Number?
 
-    @Option(help: "dare: drop probability (default 0.9).")
+    @Option(help: "dare, dare-ties: drop probability (default 0.9).")
     var drop: Number?
 
-    @Option(help: "dare: random seed (default 0).")
+    @Option(help: "dare, dare-ties: random seed (default 0).")
     var seed: UInt64?
 
     @Option(help: "Patch format: \(PatchFormats.all.map { $0.name }.joined(separator: ", ")) (default: from the output's extension).")
@@ -113,7 +117,7 @@ struct Merge: ParsableCommand {
     func run() throws {
         let clock = Stopwatch()
         let baseCheckpoint = try Checkpoint(path: base)
-        let fineTuned = try models.map { try Checkpoint(path: $0) }
+        let fineTuned = try models.map { try MergeInputs.open($0) }
         for input in [base] + models where sameFile(input, output) {
             throw NegPatchError(.invalidArgument, file: output, "output would overwrite the input \(input)")
         }
@@ -123,6 +127,7 @@ struct Merge: ParsableCommand {
         let mergeMethod = try MergeMethods.make(method, parameters: parameters(), modelCount: models.count)
         var request = MergeRequest(base: baseCheckpoint, models: fineTuned, method: mergeMethod)
         request.lambda = lambda.value
+        request.direction = direction
         request.blockElements = blockSize
         request.allowNonFinite = allowNonFinite
         let patchFormat = PatchOutputOptions.format(format, output: output)
@@ -167,3 +172,5 @@ struct Merge: ParsableCommand {
         }
     }
 }
+
+extension PatchDirection: ExpressibleByArgument {}

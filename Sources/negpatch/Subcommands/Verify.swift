@@ -75,7 +75,9 @@ struct Verify: ParsableCommand {
         bar.finish()
         if let shortage = report.resourceError { throw shortage }
         var heading = "verify \(patch)"
-        if let format = report.format, let size = report.fileSize { heading += " (\(format), \(Terminal.bytes(size)))" }
+        if let format = report.format, let size = report.fileSize {
+            heading += " (\(format), \(Terminal.bytes(size))" + (report.direction.map { "; applies \($0.formula)" } ?? "") + ")"
+        }
         print(heading)
         if signed { print("  ok      signature       Ed25519 by a trusted key over the SHA-256 of every byte") }
         for check in report.checks {

@@ -130,6 +130,8 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
             } catch {
                 throw HDF5Failure(message: "attribute 'base_fingerprint' is not valid JSON: \(error)")
             }
+            let direction: [(key: String, value: JSONValue)] = try HDF5.hasAttribute(file, "direction")
+                ? [("direction", .string(try HDF5.string(file, "direction")))] : []
             let metadataJSON = JSONValue.object([
                 ("method", .string(try HDF5.string(file, "method"))),
                 ("parameters", parameters),
@@ -139,7 +141,7 @@ public final class HDF5PatchFile: PatchSource, @unchecked Sendable {
                 ("lambda", .number(String(try HDF5.double(file, "lambda")))),
                 ("tool", .string(try HDF5.string(file, "tool"))),
                 ("lossy", .bool(lossy == 1)),
-            ])
+            ] + direction)
             // The metadata and fingerprint pass the very checks a .negpatch index does.
             let decoded = try PatchIndexDecoder(file: path, subject: "invalid patch metadata (root attributes)").decode(.object([
                 ("format", .string("negpatch")), ("version", .int(1)), ("metadata", metadataJSON),

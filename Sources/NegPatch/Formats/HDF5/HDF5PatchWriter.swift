@@ -264,6 +264,9 @@ public final class HDF5PatchWriter: PatchWriter {
                 try HDF5.setDouble(file, "lambda", metadata.lambda)
                 try HDF5.setString(file, "tool", metadata.tool)
                 try HDF5.setUInt8(file, "lossy", metadata.lossy ? 1 : 0)
+                // Written only when it is not the default, so subtracting patches keep the
+                // bytes they had before directions existed.
+                if metadata.direction != .subtract { try HDF5.setString(file, "direction", metadata.direction.rawValue) }
                 try HDF5.setString(file, "base_fingerprint", String(decoding: CanonicalJSON.encode(fingerprintJSON), as: UTF8.self))
                 try HDF5.setInt(tensorsGroup, "count", tensorCount)
                 H5Gclose(tensorsGroup)
