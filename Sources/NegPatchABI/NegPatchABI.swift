@@ -47,12 +47,15 @@ private func copyOut(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
     return out
 }
 
+/// The library version (static storage). See negpatch.h.
 @_cdecl("negpatch_version")
 public func negpatchVersion() -> UnsafePointer<CChar> { UnsafePointer(versionString) }
 
+/// `NEGPATCH_ABI_VERSION` of this build. See negpatch.h.
 @_cdecl("negpatch_abi_version")
 public func negpatchABIVersion() -> Int32 { 1 }
 
+/// Opens a patch, checking its signature first when trusted keys are given; the handle is retained until `negpatch_close`. See negpatch.h.
 @_cdecl("negpatch_open")
 public func negpatchOpen(_ path: UnsafePointer<CChar>?, _ trustedKeys: UnsafePointer<UnsafePointer<CChar>?>?,
                          _ trustedKeyCount: Int, _ signature: UnsafePointer<CChar>?,
@@ -71,18 +74,22 @@ public func negpatchOpen(_ path: UnsafePointer<CChar>?, _ trustedKeys: UnsafePoi
     }
 }
 
+/// Releases a handle (NULL is ignored). See negpatch.h.
 @_cdecl("negpatch_close")
 public func negpatchClose(_ patch: OpaquePointer?) {
     guard let patch else { return }
     Unmanaged<ABIPatch>.fromOpaque(UnsafeRawPointer(patch)).release()
 }
 
+/// The path the patch was opened with, owned by the handle. See negpatch.h.
 @_cdecl("negpatch_path")
 public func negpatchPath(_ patch: OpaquePointer) -> UnsafePointer<CChar> { UnsafePointer(handle(patch).path) }
 
+/// The format's name, owned by the handle. See negpatch.h.
 @_cdecl("negpatch_format")
 public func negpatchFormat(_ patch: OpaquePointer) -> UnsafePointer<CChar> { UnsafePointer(handle(patch).format) }
 
+/// The index's metadata object as canonical JSON, malloc'd for the caller. See negpatch.h.
 @_cdecl("negpatch_metadata_json")
 public func negpatchMetadataJSON(_ patch: OpaquePointer, _ json: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
                                  _ error: ErrorOut) -> Int32 {
@@ -92,6 +99,7 @@ public func negpatchMetadataJSON(_ patch: OpaquePointer, _ json: UnsafeMutablePo
     }
 }
 
+/// The base fingerprint as a JSON array, malloc'd for the caller. See negpatch.h.
 @_cdecl("negpatch_fingerprint_json")
 public func negpatchFingerprintJSON(_ patch: OpaquePointer, _ json: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
                                     _ error: ErrorOut) -> Int32 {
@@ -109,36 +117,43 @@ public func negpatchFingerprintJSON(_ patch: OpaquePointer, _ json: UnsafeMutabl
     }
 }
 
+/// The recommended lambda. See negpatch.h.
 @_cdecl("negpatch_lambda")
 public func negpatchLambda(_ patch: OpaquePointer) -> Double { handle(patch).source.index.metadata.lambda }
 
+/// The number of patched tensors. See negpatch.h.
 @_cdecl("negpatch_tensor_count")
 public func negpatchTensorCount(_ patch: OpaquePointer) -> Int { handle(patch).names.count }
 
+/// The index of tensor `name`, or -1. See negpatch.h.
 @_cdecl("negpatch_tensor_find")
 public func negpatchTensorFind(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?) -> Int64 {
     guard let name else { return -1 }
     return handle(patch).tensorIndex[String(cString: name)].map(Int64.init) ?? -1
 }
 
+/// Tensor `i`'s name, owned by the handle; NULL out of range. See negpatch.h.
 @_cdecl("negpatch_tensor_name")
 public func negpatchTensorName(_ patch: OpaquePointer, _ i: Int) -> UnsafePointer<CChar>? {
     let h = handle(patch)
     return h.names.indices.contains(i) ? UnsafePointer(h.names[i]) : nil
 }
 
+/// Tensor `i`'s base dtype, owned by the handle; NULL out of range. See negpatch.h.
 @_cdecl("negpatch_tensor_dtype")
 public func negpatchTensorDType(_ patch: OpaquePointer, _ i: Int) -> UnsafePointer<CChar>? {
     let h = handle(patch)
     return h.dtypes.indices.contains(i) ? UnsafePointer(h.dtypes[i]) : nil
 }
 
+/// Tensor `i`'s rank; 0 out of range. See negpatch.h.
 @_cdecl("negpatch_tensor_rank")
 public func negpatchTensorRank(_ patch: OpaquePointer, _ i: Int) -> Int {
     let tensors = handle(patch).source.index.tensors
     return tensors.indices.contains(i) ? tensors[i].shape.count : 0
 }
 
+/// Tensor `i`'s extents, owned by the handle; NULL out of range or for rank 0. See negpatch.h.
 @_cdecl("negpatch_tensor_shape")
 public func negpatchTensorShape(_ patch: OpaquePointer, _ i: Int) -> UnsafePointer<Int64>? {
     let h = handle(patch)
@@ -146,18 +161,21 @@ public func negpatchTensorShape(_ patch: OpaquePointer, _ i: Int) -> UnsafePoint
     return UnsafePointer(h.shapes[i].baseAddress)
 }
 
+/// Tensor `i`'s element count; 0 out of range. See negpatch.h.
 @_cdecl("negpatch_tensor_elements")
 public func negpatchTensorElements(_ patch: OpaquePointer, _ i: Int) -> Int64 {
     let tensors = handle(patch).source.index.tensors
     return tensors.indices.contains(i) ? Int64(tensors[i].elements) : 0
 }
 
+/// Tensor `i`'s stored nonzero count; 0 out of range. See negpatch.h.
 @_cdecl("negpatch_tensor_nonzeros")
 public func negpatchTensorNonzeros(_ patch: OpaquePointer, _ i: Int) -> Int64 {
     let tensors = handle(patch).source.index.tensors
     return tensors.indices.contains(i) ? Int64(tensors[i].nonzeros) : 0
 }
 
+/// Decodes tensor `name` into `count` floats at `out` (`TaskVectorDecoder.decode`). See negpatch.h.
 @_cdecl("negpatch_decode")
 public func negpatchDecode(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<Float>?,
                            _ count: Int, _ error: ErrorOut) -> Int32 {
@@ -177,6 +195,7 @@ public func negpatchDecode(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?
     }
 }
 
+/// Patches tensor `name` in the caller's buffer in place through `Patcher.patch`, as `negpatch apply` does. See negpatch.h.
 @_cdecl("negpatch_apply")
 public func negpatchApply(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?, _ dtypeName: UnsafePointer<CChar>?,
                           _ shapePointer: UnsafePointer<Int64>?, _ rank: Int, _ data: UnsafeMutableRawPointer?,
@@ -197,6 +216,7 @@ public func negpatchApply(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?,
     }
 }
 
+/// Checks a checkpoint against the base fingerprint (`BaseFingerprint.verify`). See negpatch.h.
 @_cdecl("negpatch_check_base")
 public func negpatchCheckBase(_ patch: OpaquePointer, _ base: UnsafePointer<CChar>?, _ error: ErrorOut) -> Int32 {
     ABIError.catching(error) {
@@ -206,6 +226,7 @@ public func negpatchCheckBase(_ patch: OpaquePointer, _ base: UnsafePointer<CCha
     }
 }
 
+/// Checks one in-memory base tensor against its fingerprint entry: name, dtype, shape, XXH64. See negpatch.h.
 @_cdecl("negpatch_check_base_tensor")
 public func negpatchCheckBaseTensor(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?, _ dtypeName: UnsafePointer<CChar>?,
                                     _ shapePointer: UnsafePointer<Int64>?, _ rank: Int, _ data: UnsafeRawPointer?,
@@ -231,6 +252,7 @@ public func negpatchCheckBaseTensor(_ patch: OpaquePointer, _ name: UnsafePointe
     }
 }
 
+/// Runs `PatchVerifier`'s checks; the first problem becomes `.corrupt`. See negpatch.h.
 @_cdecl("negpatch_verify")
 public func negpatchVerify(_ patch: OpaquePointer, _ error: ErrorOut) -> Int32 {
     ABIError.catching(error) {
