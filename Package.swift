@@ -7,10 +7,15 @@ let package = Package(
     products: [
         .library(name: "NegPatch", targets: ["NegPatch"]),
         .executable(name: "negpatch", targets: ["negpatch"]),
+        // The C ABI as a shared library (libNegPatchABI.so), for the Python package and any
+        // C caller; header: Sources/CNegPatchABI/include/negpatch.h.
+        .library(name: "NegPatchABI", type: .dynamic, targets: ["NegPatchABI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // 4.x imports FoundationEssentials on Linux, not Foundation: without ICU, libNegPatchABI.so
+        // built with -static-stdlib is 17 MB instead of 61 MB (stripped).
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         .systemLibrary(
@@ -27,6 +32,13 @@ let package = Package(
         .target(
             name: "NegPatch",
             dependencies: ["CZstd", "CHDF5", "CLinux", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // The header of the C ABI and its deallocators.
+        .target(name: "CNegPatchABI"),
+        // The C ABI: @_cdecl functions over the library's readers and Patcher.
+        .target(
+            name: "NegPatchABI",
+            dependencies: ["NegPatch", "CNegPatchABI"]
         ),
         .executableTarget(
             name: "negpatch",

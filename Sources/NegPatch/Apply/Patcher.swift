@@ -100,11 +100,19 @@ public enum TaskVectorDecoder {
         try Memory.reserve(4 * entry.elements, for: "the dense task vector of tensor '\(entry.name)'")
         var dense = [Float](repeating: 0, count: entry.elements)
         try dense.withUnsafeMutableBufferPointer { out in
-            try Parallel.forEach(entry.blocks.count) { b in
-                let block = try patch.block(tensor: t, block: b)
-                block.expand(into: out.baseAddress! + b * entry.blockElements)
-            }
+            try decode(patch, tensor: t, into: out)
         }
         return dense
+    }
+
+    /// Decodes the task vector of tensor `t` of `patch` into `out`, which must hold exactly
+    /// its element count (precondition), blocks decoded in parallel; every element is written.
+    public static func decode(_ patch: any PatchSource, tensor t: Int, into out: UnsafeMutableBufferPointer<Float>) throws {
+        let entry = patch.index.tensors[t]
+        precondition(out.count == entry.elements, "buffer of \(out.count) floats for \(entry.elements) elements")
+        try Parallel.forEach(entry.blocks.count) { b in
+            let block = try patch.block(tensor: t, block: b)
+            block.expand(into: out.baseAddress! + b * entry.blockElements)
+        }
     }
 }
