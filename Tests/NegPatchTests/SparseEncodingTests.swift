@@ -53,10 +53,25 @@ private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float
         #expect(expanded.map(\.bitPattern) == dense.map { $0 == 0 ? 0 : $0.bitPattern })
     }
 
-    @Test func detectsSetPaddingBits() {
-        let mask: [UInt8] = [0b1000_0001]
-        let stats = mask.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: 5) }
-        #expect(stats.cleanPadding == false)
+    /// Every padding bit position of every partial last byte: a mask of `8 * 2 + r`
+    /// elements with all of them set is clean, and setting any one bit `p` in `r..<8` of
+    /// the last byte makes it dirty (and only then).
+    @Test(arguments: 1...7)
+    func detectsEachSetPaddingBit(_ r: Int) {
+        let count = 16 + r
+        let full: [UInt8] = [0xFF, 0xFF, UInt8((1 << r) - 1)]
+        let clean = full.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: count) }
+        #expect(clean.setBits == count && clean.cleanPadding)
+        for p in r..<8 {
+            var mask = full
+            mask[2] |= UInt8(1 << p)
+            let stats = mask.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: count) }
+            #expect(stats.setBits == count + 1)
+            #expect(stats.cleanPadding == false, "padding bit \(p) of a \(count)-element mask")
+        }
+        // A whole last byte has no padding.
+        let whole = [UInt8](repeating: 0xFF, count: 3)
+        #expect(whole.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: 24) }.cleanPadding)
     }
 
     @Test(arguments: [0, 1, 5, 1000])

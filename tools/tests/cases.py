@@ -127,3 +127,34 @@ def index_mutations(ti=0):
         "huge_size": lambda i: t0(i)["blocks"][0]["values"].__setitem__("size", 1 << 62),
     }
 
+
+def read_index(data: bytes) -> dict:
+    """The parsed index of a .negpatch file's bytes."""
+    size = len(data)
+    off = int.from_bytes(data[size - 32:size - 24], "little")
+    ln = int.from_bytes(data[size - 24:size - 16], "little")
+    return json.loads(data[off:off + ln])
+
+
+def replace_part(data: bytes, ti: int, b: int, kind: str, new: bytes, size=None) -> bytes:
+    """The .negpatch with part ``kind`` of block ``b`` of tensor ``ti`` replaced by the
+    stored bytes ``new`` and resealed: later parts move, the part's length, XXH64 (and
+    ``size``, when given) and the index checksum are recomputed."""
+    off = int.from_bytes(data[len(data) - 32:len(data) - 24], "little")
+    index = read_index(data)
+    part = index["tensors"][ti]["blocks"][b][kind]
+    start, length = part["offset"], part["length"]
+    delta = len(new) - length
+    for tensor in index["tensors"]:
+        for block in tensor["blocks"]:
+            for k in ("mask", "values"):
+                if k in block and block[k]["offset"] > start:
+                    block[k]["offset"] += delta
+    part["length"] = len(new)
+    part["xxh64"] = f"{xxhash.xxh64(new).intdigest():016x}"
+    if size is not None:
+        part["size"] = size
+    body = data[:start] + new + data[start + length:off]
+    ib = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+    return (body + ib + len(body).to_bytes(8, "little") + len(ib).to_bytes(8, "little")
+            + xxhash.xxh64(ib).intdigest().to_bytes(8, "little") + b"NEGPATCH")
