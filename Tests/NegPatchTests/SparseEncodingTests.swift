@@ -74,6 +74,23 @@ private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float
         #expect(whole.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: 24) }.cleanPadding)
     }
 
+    /// int8 rounds `v / scale` half to even (negpatch-v1.md section 4): ties are common when
+    /// the values come from bfloat16 inputs, e.g. multiples of 1/128 over a scale of 1/64.
+    @Test func int8RoundsTiesToEven() throws {
+        let halves: [Float] = [127, 2.5, 0.5, -1.5, 1.5, -2.5, -0.5, 3.5, 126.5, -126.5, -127]
+        let values = halves.map { $0 / 64 }
+        let encoded = try #require(values.withUnsafeBufferPointer { ValueCodec.encode($0.baseAddress!, count: $0.count, as: .int8) })
+        #expect(encoded.scale == Float(1) / 64)
+        let stored = encoded.bytes.map { Int8(bitPattern: $0) }
+        #expect(stored == [127, 2, 0, -2, 2, -2, 0, 4, 126, -126, -127])
+        #expect(encoded.maxAbsError == Float(0.5) / 64)
+        var decoded = [Float](repeating: 0, count: values.count)
+        encoded.bytes.withUnsafeBufferPointer { b in
+            decoded.withUnsafeMutableBufferPointer { ValueCodec.decode(b.baseAddress!, count: values.count, as: .int8, scale: encoded.scale, into: $0.baseAddress!) }
+        }
+        #expect(decoded == stored.map { Float($0) / 64 })
+    }
+
     @Test(arguments: [0, 1, 5, 1000])
     func byteShuffleRoundTrips(_ count: Int) {
         let values = randomVector(count, density: 1, seed: 9)
