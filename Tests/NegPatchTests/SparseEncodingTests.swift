@@ -134,6 +134,37 @@ private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float
         }
     }
 
+    /// Gaps around multiples of the 32-bit words the encoder writes (at k = 0, quotients of
+    /// 32 one-bits starting 31 bits into a word, then 31, 33, 64 and 65), streams whose last
+    /// code ends exactly on a byte (two codes: 31 + 33 bits), and a last set bit on the
+    /// block's last element, at several k.
+    @Test(arguments: [0, 1, 3])
+    func longQuotientsAndStreamEndsRoundTrip(_ k: Int) throws {
+        var indices: [UInt32] = []
+        var position = -1
+        for gap in [30, 32, 32, 32, 31, 32, 33, 64, 65, 0, 7, 0, 96, 127, 128] {
+            position += gap + 1
+            indices.append(UInt32(position))
+        }
+        let elements = position + 1  // the last set bit is the block's last element
+        for count in [1, 2, 3, 4, 5, 6, 7, 8, indices.count] {
+            let prefix = Array(indices.prefix(count))
+            let stream = prefix.withUnsafeBufferPointer { RiceMask.encode($0.baseAddress!, count: count, k: k) }
+            // Independently: each code is g >> k ones, a zero and k bits.
+            var bits = 0, previous = -1
+            for p in prefix { bits += ((Int(p) - previous - 1) >> k) + 1 + k; previous = Int(p) }
+            #expect(stream.count == (bits + 7) / 8)
+            var decoded = [UInt32](repeating: 0, count: count)
+            try stream.withUnsafeBytes { s in
+                try decoded.withUnsafeMutableBufferPointer {
+                    try RiceMask.decode(s, k: k, count: count, elements: Int(prefix.last!) + 1, into: $0.baseAddress!)
+                }
+            }
+            #expect(decoded == prefix, "k = \(k), \(count) codes")
+        }
+        #expect(elements == Int(indices.last!) + 1)
+    }
+
     @Test func rejectsStreamsThatOverrunTheBlockOrCarryExtraBits() {
         let indices: [UInt32] = [3, 10]
         let stream = indices.withUnsafeBufferPointer { RiceMask.encode($0.baseAddress!, count: 2, k: 2) }
