@@ -39,6 +39,8 @@ def malformed_safetensors_cases():
         "invalid_utf8": _raw_st(j.replace(b'"b"', b'"\xff"'), bytes(16)),
         "not_an_object": _raw_st(b"[" + j + b"]", bytes(16)),
         "duplicate_names": _raw_st(j[:-1] + b', "b": ' + json.dumps(PAIR["b"]).encode() + b"}", bytes(16)),
+        "duplicate_field": _raw_st(json.dumps({"a": PAIR["a"]}).encode()[:-1] + b', "b": {"dtype": "F32", "dtype": "F32", '
+                                   b'"shape": [2], "data_offsets": [8, 16]}}', bytes(16)),
         "overlapping_offsets": _raw_st(pair_with(data_offsets=[4, 12]), bytes(12)),
         "gapped_offsets": _raw_st(pair_with(data_offsets=[12, 20]), bytes(20)),
         "backwards_offsets": _raw_st(pair_with(data_offsets=[16, 8]), bytes(16)),
@@ -63,6 +65,7 @@ MALFORMED_ERRORS = {
     "invalid_utf8": (None, "header is not valid JSON"),
     "not_an_object": (None, "header is a JSON array, expected an object"),
     "duplicate_names": (None, "duplicate key 'b'"),
+    "duplicate_field": (None, "duplicate key 'dtype'"),
     "overlapping_offsets": ("b", "data_offsets [4, 12] overlap the previous tensor, which ends at 8"),
     "gapped_offsets": ("b", "gap of 4 bytes before data_offsets [12, 20]"),
     "backwards_offsets": ("b", "data_offsets [16, 8] run backwards"),
