@@ -68,6 +68,23 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: out))
     }
 
+    /// The base fingerprint lists every tensor of the base: the base plus one more tensor
+    /// (all others byte-identical) is another checkpoint, refused before anything is written.
+    @Test func aBaseWithAnExtraTensorIsRefused() throws {
+        let (set, patchPath) = try mergedSet(.F32)
+        let original = try SafetensorsFile(path: set.base)
+        let tensors = original.tensors.map { TestTensor(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: Array(original.data($0))) }
+        let extended = set.folder.file("extended.safetensors")
+        writeSafetensors(extended, tensors + [.f32("surplus", [2], [1, 2])])
+        let out = set.folder.file("out.safetensors")
+        let request = ApplyRequest(base: try Checkpoint(path: extended), patch: try PatchFormats.open(patchPath), outputs: [(1, out)])
+        let error = #expect(throws: NegPatchError.self) { try CheckpointPatcher.run(request) }
+        #expect(error?.code == .mismatch)
+        #expect(error?.tensor == "surplus")
+        #expect(error?.description.contains("tensor not in the patch's base fingerprint") == true)
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     @Test func sweepsEqualSeparateApplies() throws {
         let (set, patchPath) = try mergedSet(.BF16)
         let patch = try PatchFormats.open(patchPath)
