@@ -182,5 +182,13 @@ func naiveNegMerge(base: Checkpoint, models: [Checkpoint], name: String) -> [Flo
         #expect(error?.description.contains(set.base) == true)
         #expect(!FileManager.default.fileExists(atPath: out))
         #expect(!set.folder.contents.contains { $0.contains(".tmp-") })
+        // The merge itself aborts the writer: its temporary file is gone while the caller
+        // still holds the writer, not only once the writer is released.
+        let writer = try NegPatchWriter(path: out, level: 3)
+        #expect(throws: NegPatchError.self) {
+            try Merger.run(MergeRequest(base: base, models: models, method: SignConsensus.negMerge), writer: writer)
+        }
+        #expect(!set.folder.contents.contains { $0.contains(".tmp-") }, "\(set.folder.contents)")
+        withExtendedLifetime(writer) {}
     }
 }
