@@ -41,11 +41,10 @@ import Testing
                     let b = Float(Float16(bitPattern: before.load(fromByteOffset: 2 * i, as: UInt16.self)))
                     #expect(after.load(fromByteOffset: 2 * i, as: UInt16.self) == Float16(b - Float(0.5) * tau[i]).bitPattern)
                 default:
-                    let b = Float(bitPattern: UInt32(before.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-                    let expected = Float(bitPattern: UInt32(after.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-                    // RNE: the stored value is the nearest bfloat16 to the float32 result.
-                    let exact = b - Float(0.5) * tau[i]
-                    #expect(abs(expected - exact) <= abs(exact) * Float(1.0 / 256))
+                    let stored = before.load(fromByteOffset: 2 * i, as: UInt16.self)
+                    let b = Float(bitPattern: UInt32(stored) << 16)
+                    let expected = tau[i] == 0 ? stored : nearestBFloat16(b - Float(0.5) * tau[i])
+                    #expect(after.load(fromByteOffset: 2 * i, as: UInt16.self) == expected)
                 }
             }
         }
@@ -132,6 +131,23 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: out))
     }
 
+    /// The base fingerprint lists every tensor of the base: the base plus one more tensor
+    /// (all others byte-identical) is another checkpoint, refused before anything is written.
+    @Test func aBaseWithAnExtraTensorIsRefused() throws {
+        let (set, patchPath) = try mergedSet(.F32)
+        let original = try SafetensorsFile(path: set.base)
+        let tensors = original.tensors.map { TestTensor(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: Array(original.data($0))) }
+        let extended = set.folder.file("extended.safetensors")
+        writeSafetensors(extended, tensors + [.f32("surplus", [2], [1, 2])])
+        let out = set.folder.file("out.safetensors")
+        let request = ApplyRequest(base: try Checkpoint(path: extended), patch: try PatchFormats.open(patchPath), outputs: [(1, out)])
+        let error = #expect(throws: NegPatchError.self) { try CheckpointPatcher.run(request) }
+        #expect(error?.code == .mismatch)
+        #expect(error?.tensor == "surplus")
+        #expect(error?.description.contains("tensor not in the patch's base fingerprint") == true)
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     @Test func sweepsEqualSeparateApplies() throws {
         let (set, patchPath) = try mergedSet(.BF16)
         let patch = try PatchFormats.open(patchPath)
@@ -166,4 +182,48 @@ import Testing
             try buffer.withUnsafeMutableBytes { try patcher.patch(tensor: "layers.1.w", dtype: .F16, shape: [300], data: $0) }
         }
     }
+
+    /// Blocks of every dtype whose base is -0.0 everywhere, applied with lambda = -1: an
+    /// element whose tau is zero (of either sign) keeps the base's -0.0 bit for bit, where
+    /// `base - lambda * tau` would give +0.0. Dense and sparse blocks, through the kernels.
+    @Test(arguments: [DType.F32, .F16, .BF16, .F64], [false, true])
+    func zeroTauKeepsANegativeZeroBase(_ dtype: DType, _ sparse: Bool) {
+        let tau: [Float] = [0, 0.5, -0.0, 0, -2, 0, 0, 0.25, 0]
+        let block = sparse
+            ? SparseBlock(count: tau.count, indices: tau.indices.filter { tau[$0] != 0 }.map(UInt32.init), values: tau.filter { $0 != 0 })
+            : SparseBlock(count: tau.count, indices: nil, values: tau)
+        let width = dtype.size
+        var data = [UInt8](repeating: 0, count: tau.count * width)
+        for i in tau.indices { data[i * width + width - 1] = 0x80 }  // -0.0 in every dtype, little-endian
+        data.withUnsafeMutableBytes { PatchKernels.apply(block, to: $0.baseAddress!, dtype: dtype, lambda: -1) }
+        for i in tau.indices {
+            let element = Array(data[(i * width)..<((i + 1) * width)])
+            if tau[i] == 0 {
+                #expect(element == [UInt8](repeating: 0, count: width - 1) + [0x80], "element \(i) of \(dtype)")
+            } else {
+                // -0.0 - (-1) * tau = tau, exact in every dtype for these values.
+                let expected: [UInt8]
+                switch dtype {
+                case .F32: expected = littleEndianBytes(tau[i].bitPattern)
+                case .F64: expected = littleEndianBytes(Double(tau[i]).bitPattern)
+                case .F16: expected = littleEndianBytes(Float16(tau[i]).bitPattern)
+                default: expected = littleEndianBytes(UInt16(tau[i].bitPattern >> 16))
+                }
+                #expect(element == expected, "element \(i) of \(dtype)")
+            }
+        }
+    }
+}
+
+/// The bfloat16 nearest to `value` (ties to the even significand), found by comparing the
+/// two neighbours in float64: an independent restatement of round-to-nearest-even, not the
+/// library's bit trick. `value` must be finite.
+func nearestBFloat16(_ value: Float) -> UInt16 {
+    let truncated = value.bitPattern & 0xFFFF_0000
+    let low = Float(bitPattern: truncated), high = Float(bitPattern: truncated &+ 0x1_0000)
+    let below = abs(Double(value) - Double(low)), above = abs(Double(high) - Double(value))
+    let lowBits = UInt16(truncated >> 16)
+    if below < above { return lowBits }
+    if above < below { return lowBits &+ 1 }
+    return lowBits & 1 == 0 ? lowBits : lowBits &+ 1
 }

@@ -14,7 +14,10 @@ struct GeneratedSet {
     static let shapes: [(String, [Int])] = [("layers.0.w", [13, 21]), ("layers.0.b", [21]), ("layers.1.w", [300]),
                                              ("scale", []), ("empty", [0])]
 
-    init(n: Int, dtype: DType, seed: UInt64 = 1) {
+    /// With `zerosBesideAgreement`, two elements in seven have one model (a different one
+    /// along the tensor) with a zero delta beside n - 1 models agreeing in sign: NegMerge
+    /// must drop them, a rule that only checks for disagreeing signs would keep them.
+    init(n: Int, dtype: DType, seed: UInt64 = 1, zerosBesideAgreement: Bool = false) {
         self.n = n
         self.dtype = dtype
         var rng = SeededGenerator(seed: seed)
@@ -25,10 +28,14 @@ struct GeneratedSet {
         }
         let ids = TestTensor(name: "position_ids", dtype: .I64, shape: [4], bytes: [0, 1, 2, 3].flatMap { littleEndianBytes(Int64($0)) })
         writeSafetensors(base, zip(Self.shapes, baseValues).map { TestTensor.floating($0.0.0, dtype, $0.0.1, $0.1) } + [ids])
-        for model in models {
+        let period = zerosBesideAgreement ? 7 : 5
+        for (k, model) in models.enumerated() {
             let tensors = zip(Self.shapes, baseValues).map { entry, values in
                 TestTensor.floating(entry.0, dtype, entry.1, values.enumerated().map { i, v in
-                    switch i % 5 {
+                    switch i % period {
+                    case 5 where (i / 7) % n == k, 6 where (i / 7) % n == k: v  // this model's delta is zero
+                    case 5: v + 0.25  // the others agree: positive
+                    case 6: v - 0.25  // the others agree: negative
                     case 0: v + 0.25  // every model agrees: positive
                     case 1: v - 0.25  // every model agrees: negative
                     case 2: v  // zero delta: dropped
@@ -39,6 +46,22 @@ struct GeneratedSet {
             writeSafetensors(model, tensors + [ids])
         }
     }
+}
+
+/// The float32 task vectors of tensor `name`, one column (n values) per element.
+func naiveTaskVectors(base: Checkpoint, models: [Checkpoint], name: String) -> [[Float]] {
+    func floats(_ checkpoint: Checkpoint) -> [Float] {
+        let tensor = checkpoint.tensor(named: name)!
+        var out = [Float](repeating: 0, count: tensor.info.elementCount)
+        out.withUnsafeMutableBufferPointer {
+            FloatConversion.toFloat32(checkpoint.data(tensor).baseAddress!, dtype: tensor.info.dtype,
+                                      start: 0, count: tensor.info.elementCount, into: $0.baseAddress!)
+        }
+        return out
+    }
+    let b = floats(base)
+    let fts = models.map(floats)
+    return b.indices.map { i in fts.map { $0[i] - b[i] } }
 }
 
 /// NegMerge written the plainest way, element by element, as the independent check.
@@ -68,9 +91,14 @@ func naiveNegMerge(base: Checkpoint, models: [Checkpoint], name: String) -> [Flo
 @Suite struct MergeTests {
     @Test(arguments: [DType.F32, .F16, .BF16, .F64], [64, 1 << 20])
     func negMergeMatchesTheNaiveDefinition(_ dtype: DType, _ blockElements: Int) throws {
-        let set = GeneratedSet(n: 4, dtype: dtype)
+        let set = GeneratedSet(n: 4, dtype: dtype, zerosBesideAgreement: true)
         let base = try Checkpoint(path: set.base)
         let models = try set.models.map { try Checkpoint(path: $0) }
+        // The set has elements with a zero beside three agreeing signs (dropped) as well as
+        // four agreeing signs (kept).
+        let taus = naiveTaskVectors(base: base, models: models, name: "layers.1.w")
+        #expect(taus.filter { column in column.filter { $0 == 0 }.count == 1 && (column.allSatisfy { $0 >= 0 } || column.allSatisfy { $0 <= 0 }) }.count >= 40)
+        #expect(taus.filter { column in column.allSatisfy { $0 > 0 } || column.allSatisfy { $0 < 0 } }.count >= 40)
         var request = MergeRequest(base: base, models: models, method: SignConsensus.negMerge)
         request.blockElements = blockElements
         let out = set.folder.file("p.negpatch")
@@ -154,5 +182,13 @@ func naiveNegMerge(base: Checkpoint, models: [Checkpoint], name: String) -> [Flo
         #expect(error?.description.contains(set.base) == true)
         #expect(!FileManager.default.fileExists(atPath: out))
         #expect(!set.folder.contents.contains { $0.contains(".tmp-") })
+        // The merge itself aborts the writer: its temporary file is gone while the caller
+        // still holds the writer, not only once the writer is released.
+        let writer = try NegPatchWriter(path: out, level: 3)
+        #expect(throws: NegPatchError.self) {
+            try Merger.run(MergeRequest(base: base, models: models, method: SignConsensus.negMerge), writer: writer)
+        }
+        #expect(!set.folder.contents.contains { $0.contains(".tmp-") }, "\(set.folder.contents)")
+        withExtendedLifetime(writer) {}
     }
 }

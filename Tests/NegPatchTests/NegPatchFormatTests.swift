@@ -72,15 +72,36 @@ func decodeEverything(_ path: String) throws -> [[Float]] {
         let path = folder.file("p.negpatch")
         _ = try writePatch(path, [("a", .F32, [100], vector(100, density: 0.3, seed: 8)), ("b", .BF16, [70], vector(70, density: 0.6, seed: 9))])
         let original = readBytes(path)
+        // A flip inside a part must be reported as that part's checksum mismatch: the XXH64
+        // is checked before zstd (or the Rice decoder) reads a byte of it.
+        var partAt: [Int: String] = [:]
+        for tensor in try NegPatchFile(path: path).index.tensors {
+            for (b, block) in tensor.blocks.enumerated() {
+                for (kind, part) in [("mask", block.mask), ("values", block.values)] {
+                    guard let part else { continue }
+                    for position in part.offset..<(part.offset + part.length) {
+                        partAt[position] = "tensor '\(tensor.name)': block \(b): \(kind) checksum mismatch (damaged file)"
+                    }
+                }
+            }
+        }
+        #expect(partAt.count > 300)  // 418 of the file's bytes are in parts
         let damaged = folder.file("d.negpatch")
-        var undetected: [Int] = []
+        var undetected: [Int] = [], misreported: [Int] = []
         for position in original.indices {
             var bytes = original
             bytes[position] ^= 0x5A
             writeBytes(damaged, bytes)
-            if (try? decodeEverything(damaged)) != nil { undetected.append(position) }
+            do {
+                _ = try decodeEverything(damaged)
+                undetected.append(position)
+            } catch {
+                let text = (error as? NegPatchError)?.description ?? "\(error)"
+                if let expected = partAt[position], !text.hasSuffix(expected) { misreported.append(position) }
+            }
         }
         #expect(undetected.isEmpty, "flips not detected at \(undetected)")
+        #expect(misreported.isEmpty, "flips inside parts not reported as checksum mismatches at \(misreported)")
         var truncations: [Int] = []
         for length in 0..<original.count {
             writeBytes(damaged, Array(original.prefix(length)))

@@ -37,6 +37,7 @@ private func rawFile(_ folder: TemporaryFolder, header: String, data: Int, decla
     static let malformed: [(String, String, Int, UInt64?)] = [
         ("invalid JSON", #"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]"#, 4, nil),
         ("duplicate key 'a'", #"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#, 8, nil),
+        ("duplicate key 'dtype'", #"{"a": {"dtype": "F32", "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#, 4, nil),
         ("overlap", #"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#, 8, nil),
         ("gap of 4 bytes", #"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}"#, 12, nil),
         ("run backwards", #"{"a": {"dtype": "F32", "shape": [0], "data_offsets": [4, 0]}}"#, 4, nil),

@@ -53,10 +53,42 @@ private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float
         #expect(expanded.map(\.bitPattern) == dense.map { $0 == 0 ? 0 : $0.bitPattern })
     }
 
-    @Test func detectsSetPaddingBits() {
-        let mask: [UInt8] = [0b1000_0001]
-        let stats = mask.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: 5) }
-        #expect(stats.cleanPadding == false)
+    /// Every padding bit position of every partial last byte: a mask of `8 * 2 + r`
+    /// elements with all of them set is clean, and setting any one bit `p` in `r..<8` of
+    /// the last byte makes it dirty (and only then).
+    @Test(arguments: 1...7)
+    func detectsEachSetPaddingBit(_ r: Int) {
+        let count = 16 + r
+        let full: [UInt8] = [0xFF, 0xFF, UInt8((1 << r) - 1)]
+        let clean = full.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: count) }
+        #expect(clean.setBits == count && clean.cleanPadding)
+        for p in r..<8 {
+            var mask = full
+            mask[2] |= UInt8(1 << p)
+            let stats = mask.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: count) }
+            #expect(stats.setBits == count + 1)
+            #expect(stats.cleanPadding == false, "padding bit \(p) of a \(count)-element mask")
+        }
+        // A whole last byte has no padding.
+        let whole = [UInt8](repeating: 0xFF, count: 3)
+        #expect(whole.withUnsafeBufferPointer { Bitmask.popcount($0.baseAddress!, count: 24) }.cleanPadding)
+    }
+
+    /// int8 rounds `v / scale` half to even (negpatch-v1.md section 4): ties are common when
+    /// the values come from bfloat16 inputs, e.g. multiples of 1/128 over a scale of 1/64.
+    @Test func int8RoundsTiesToEven() throws {
+        let halves: [Float] = [127, 2.5, 0.5, -1.5, 1.5, -2.5, -0.5, 3.5, 126.5, -126.5, -127]
+        let values = halves.map { $0 / 64 }
+        let encoded = try #require(values.withUnsafeBufferPointer { ValueCodec.encode($0.baseAddress!, count: $0.count, as: .int8) })
+        #expect(encoded.scale == Float(1) / 64)
+        let stored = encoded.bytes.map { Int8(bitPattern: $0) }
+        #expect(stored == [127, 2, 0, -2, 2, -2, 0, 4, 126, -126, -127])
+        #expect(encoded.maxAbsError == Float(0.5) / 64)
+        var decoded = [Float](repeating: 0, count: values.count)
+        encoded.bytes.withUnsafeBufferPointer { b in
+            decoded.withUnsafeMutableBufferPointer { ValueCodec.decode(b.baseAddress!, count: values.count, as: .int8, scale: encoded.scale, into: $0.baseAddress!) }
+        }
+        #expect(decoded == stored.map { Float($0) / 64 })
     }
 
     @Test(arguments: [0, 1, 5, 1000])
@@ -100,6 +132,37 @@ private func randomVector(_ count: Int, density: Double, seed: UInt64) -> [Float
             let entropy = -(p * log2(p) + (1 - p) * log2(1 - p)) * Double(count) / 8
             #expect(Double(stream.count) <= entropy * 1.05 + 1, "\(stream.count) bytes vs entropy \(entropy)")
         }
+    }
+
+    /// Gaps around multiples of the 32-bit words the encoder writes (at k = 0, quotients of
+    /// 32 one-bits starting 31 bits into a word, then 31, 33, 64 and 65), streams whose last
+    /// code ends exactly on a byte (two codes: 31 + 33 bits), and a last set bit on the
+    /// block's last element, at several k.
+    @Test(arguments: [0, 1, 3])
+    func longQuotientsAndStreamEndsRoundTrip(_ k: Int) throws {
+        var indices: [UInt32] = []
+        var position = -1
+        for gap in [30, 32, 32, 32, 31, 32, 33, 64, 65, 0, 7, 0, 96, 127, 128] {
+            position += gap + 1
+            indices.append(UInt32(position))
+        }
+        let elements = position + 1  // the last set bit is the block's last element
+        for count in [1, 2, 3, 4, 5, 6, 7, 8, indices.count] {
+            let prefix = Array(indices.prefix(count))
+            let stream = prefix.withUnsafeBufferPointer { RiceMask.encode($0.baseAddress!, count: count, k: k) }
+            // Independently: each code is g >> k ones, a zero and k bits.
+            var bits = 0, previous = -1
+            for p in prefix { bits += ((Int(p) - previous - 1) >> k) + 1 + k; previous = Int(p) }
+            #expect(stream.count == (bits + 7) / 8)
+            var decoded = [UInt32](repeating: 0, count: count)
+            try stream.withUnsafeBytes { s in
+                try decoded.withUnsafeMutableBufferPointer {
+                    try RiceMask.decode(s, k: k, count: count, elements: Int(prefix.last!) + 1, into: $0.baseAddress!)
+                }
+            }
+            #expect(decoded == prefix, "k = \(k), \(count) codes")
+        }
+        #expect(elements == Int(indices.last!) + 1)
     }
 
     @Test func rejectsStreamsThatOverrunTheBlockOrCarryExtraBits() {

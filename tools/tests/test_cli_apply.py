@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 import merge_ref as mr
@@ -225,3 +226,51 @@ def test_cli_rejects_frames_breaking_section_4(cli, dataset, workdir, mode):
     r = cli.run("export", patch, "-o", out)
     assert_error(r, os.path.basename(patch))
     assert w.new() == []
+
+
+# ---------------------------------------------------------------------------- signed zeros
+
+_ZERO_BITS = {"F32": np.uint32(0x8000_0000), "F64": np.uint64(0x8000_0000_0000_0000),
+              "F16": np.uint16(0x8000), "BF16": np.uint16(0x8000)}
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16", "F64"])
+def test_zero_tau_keeps_a_negative_zero_base_under_a_negative_lambda(cli, workdir, dtype):
+    """formats/methods.md: an element whose tau is zero is left bit-identical. With a base
+    of -0.0 and lambda = -1, `base - lambda * tau` would turn it into +0.0, so writing
+    where tau is zero shows. Block 0 (60 of 64 nonzero) is stored dense, block 1 (half
+    nonzero) sparse; tau is zero of both signs (a fine-tuned +0.0 or -0.0 over -0.0)."""
+    folder = os.path.join(str(workdir), f"signed-zero-{dtype}")
+    os.makedirs(folder, exist_ok=True)
+    count = 128
+    i = np.arange(count)
+    zero = np.where(i < 64, i % 16 == 5, i % 2 == 1)  # where tau is zero
+    ft = np.where(zero, np.where(i % 4 == 1, np.float32(0), np.float32(-0.0)),
+                  np.where(i % 3 == 0, np.float32(0.5), np.float32(-0.25))).astype(np.float32)
+    base_raw = np.full(count, _ZERO_BITS[dtype]).view(st.DTYPES[dtype])
+    base = os.path.join(folder, "base.safetensors")
+    ft1 = os.path.join(folder, "ft_1.safetensors")
+    st.save_file(base, {"w": (dtype, (count,), base_raw)})
+    st.save_file(ft1, {"w": (dtype, (count,), st.from_f32(dtype, ft))})
+    patch = os.path.join(folder, "p.negpatch")
+    cli.ok("merge", "--base", base, ft1, "-o", patch, "--method", "task-arithmetic",
+           "--block-size", "64", "-q")
+    blocks = pr.read_patch(patch).index["tensors"][0]["blocks"]
+    assert [b["encoding"] for b in blocks] == ["dense", "sparse"], blocks
+    for fmt in ("negpatch", "h5"):
+        source = patch
+        if fmt == "h5":
+            source = os.path.join(folder, "p.h5")
+            cli.ok("convert", patch, source)
+        out = os.path.join(folder, f"out-{fmt}.safetensors")
+        cli.ok("apply", "--base", base, "--patch", source, "--lambda=-1", "-o", out, "-q")
+        got = st.load_checkpoint(out)[0]["w"][2].reshape(-1)
+        width = got.dtype.itemsize
+        got_bits = got.view(_UINT[width])
+        # -0.0 - (-1) * tau = tau, exactly, in every dtype for these values.
+        want_bits = np.where(zero, _ZERO_BITS[dtype], st.from_f32(dtype, ft).view(_UINT[width]))
+        bad = np.flatnonzero(got_bits != want_bits)
+        assert bad.size == 0, (f"{fmt}: elements {bad[:8].tolist()} are "
+                               f"{[hex(int(x)) for x in got_bits[bad[:8]]]}, "
+                               f"want {[hex(int(x)) for x in want_bits[bad[:8]]]}")

@@ -6,6 +6,7 @@ behind (an existing output file is not modified)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 
@@ -15,7 +16,7 @@ import pytest
 import patch_reader as pr
 import safetensors_np as st
 from conftest import DirWatch, assert_error, clean, file_bytes, sentinel
-from cases import index_mutations, malformed_safetensors_cases, rewrite_index
+from cases import MALFORMED_ERRORS, PAIR, index_mutations, malformed_safetensors_cases, rewrite_index
 
 # ---------------------------------------------------------------------------- mismatched inputs
 
@@ -210,12 +211,44 @@ def test_resealed_valid_index_is_accepted(cli, blocked_patch, workdir):
 # ---------------------------------------------------------------------------- malformed inputs
 
 
-@pytest.mark.parametrize("role", ["ft", "base"])
-@pytest.mark.parametrize("case", sorted(malformed_safetensors_cases()))
-def test_malformed_safetensors_is_refused(cli, dataset, workdir, case, role):
-    d = dataset("small")
+def _pair_set(root):
+    """A base and two fine-tuned copies laid out as cases.PAIR."""
+    paths = []
+    for i, values in enumerate(([1, 2, 3, 4], [2, 3, 4, 5], [1.5, 2.5, 3.5, 4.5])):
+        p = os.path.join(root, f"pair_{i}.safetensors")
+        with open(p, "wb") as f:
+            f.write(_pair_bytes(np.array(values, np.float32).tobytes()))
+        paths.append(p)
+    return paths
+
+
+def _pair_bytes(data):
+    header = json.dumps(PAIR).encode()
+    return len(header).to_bytes(8, "little") + header + data
+
+
+def test_the_pair_that_malformed_files_break_merges_cleanly(cli, workdir):
     root = os.path.join(str(workdir), "malformed")
     os.makedirs(root, exist_ok=True)
+    base, ft1, ft2 = _pair_set(root)
+    zeros = os.path.join(root, "pair_zeros.safetensors")
+    with open(zeros, "wb") as f:
+        f.write(_pair_bytes(bytes(16)))
+    out = os.path.join(root, "pair.negpatch")
+    for inputs in ([base, ft1, ft2], [base, ft1, zeros], [zeros, ft1, ft2]):
+        clean(out)
+        cli.ok("merge", "--base", inputs[0], *inputs[1:], "-o", out, "-q")
+
+
+@pytest.mark.parametrize("role", ["ft", "base"])
+@pytest.mark.parametrize("case", sorted(malformed_safetensors_cases()))
+def test_malformed_safetensors_is_refused(cli, workdir, case, role):
+    """Each case is the valid pair with one defect, merged with valid copies of the pair:
+    the error must be the reader's message for that defect (a file let through would
+    merge, or fail later for another reason)."""
+    root = os.path.join(str(workdir), "malformed")
+    os.makedirs(root, exist_ok=True)
+    base, ft1, _ = _pair_set(root)
     bad = os.path.join(root, f"{case}.safetensors")
     with open(bad, "wb") as f:
         f.write(malformed_safetensors_cases()[case])
@@ -223,10 +256,13 @@ def test_malformed_safetensors_is_refused(cli, dataset, workdir, case, role):
     clean(out)
     w = DirWatch(root)
     if role == "ft":
-        r = cli.run("merge", "--base", d.base, d.fts[0], bad, "-o", out)
+        r = cli.run("merge", "--base", base, ft1, bad, "-o", out)
     else:
-        r = cli.run("merge", "--base", bad, d.fts[0], d.fts[1], "-o", out)
-    assert_error(r, os.path.basename(bad))
+        r = cli.run("merge", "--base", bad, ft1, base, "-o", out)
+    tensor, message = MALFORMED_ERRORS[case]
+    line = assert_error(r, os.path.basename(bad), "not a valid safetensors file", message)
+    if tensor is not None:
+        assert f"tensor '{tensor}'" in line, line
     assert w.new() == [], f"left {w.new()} behind"
 
 

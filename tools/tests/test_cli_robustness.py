@@ -144,6 +144,34 @@ def test_export_over_its_own_patch(cli, merged, workdir):
     assert file_bytes(patch) == file_bytes(m.patch)
 
 
+@pytest.mark.parametrize("spelling", ["same", "dot", "hardlink", "symlink"])
+def test_apply_refuses_to_overwrite_its_inputs(cli, merged, workdir, spelling):
+    """README: an output that would overwrite an input is refused, however the path is
+    spelled (the check compares files, not strings), and the input is left untouched."""
+    m = merged("small")
+    root = os.path.join(str(workdir), f"overwrite-{spelling}")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    base = os.path.join(root, "base.safetensors")
+    patch = os.path.join(root, "p.negpatch")
+    shutil.copy(m.data.base, base)
+    shutil.copy(m.patch, patch)
+    for target, what in ((patch, "output would overwrite the patch"),
+                         (base, "output would overwrite the base checkpoint")):
+        original = file_bytes(target)
+        name = os.path.basename(target)
+        if spelling == "same":
+            out = target
+        elif spelling == "dot":
+            out = os.path.join(root, ".", name)
+        else:
+            out = os.path.join(root, f"other-{name}")
+            (os.link if spelling == "hardlink" else os.symlink)(target, out)
+        r = cli.run("apply", "--base", base, "--patch", patch, "-o", out)
+        assert_error(r, what)
+        assert file_bytes(target) == original, f"{what}: {target} changed"
+
+
 @pytest.mark.parametrize("target", ["a-folder"])
 def test_output_is_a_folder(cli, merged, workdir, target):
     m = merged("small")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import patch_reader as pr
+import safetensors_np as st
 from safetensors_np import bf16_to_f32, f32_to_bf16
 
 BLOCK = 4096
@@ -59,3 +60,26 @@ def test_lossy_values_round_as_specified(cli, dataset, workdir, value_type):
     # And it applies like any patch.
     applied = os.path.join(str(workdir), f"lossy-{value_type}.safetensors")
     cli.ok("apply", "--base", d.base, "--patch", out, "-o", applied, "-q")
+
+
+def test_int8_rounds_ties_to_even(cli, workdir):
+    """Fixed tie vectors: every v / scale below is exactly halfway between two integers
+    (scale = 127/64 / 127 = 1/64), as happens with bfloat16 inputs. Half to even stores
+    [127, 2, 0, -2, ...]; half away from zero would store [127, 3, 1, -2, ...]."""
+    folder = os.path.join(str(workdir), "int8-ties")
+    os.makedirs(folder, exist_ok=True)
+    halves = np.array([127, 2.5, 0.5, -1.5, 1.5, -2.5, -0.5, 3.5, 126.5, -126.5, 4.5, -127], np.float32)
+    want = np.array([127, 2, 0, -2, 2, -2, 0, 4, 126, -126, 4, -127], np.int8)
+    assert np.array_equal(np.rint(halves).astype(np.int8), want)  # NumPy's rint is half to even
+    base = os.path.join(folder, "base.safetensors")
+    ft = os.path.join(folder, "ft.safetensors")
+    st.save_file(base, {"w": ("F32", (halves.size,), np.zeros(halves.size, np.float32))})
+    st.save_file(ft, {"w": ("F32", (halves.size,), halves / np.float32(64))})
+    out = os.path.join(folder, "ties.negpatch")
+    cli.ok("merge", "--base", base, ft, "-o", out, "--method", "task-arithmetic", "--values", "int8", "-q")
+    patch = pr.read_patch(out)
+    (block,) = patch.index["tensors"][0]["blocks"]
+    assert block["scale"] == 1 / 64
+    stored = np.round(patch.tensors["w"].reshape(-1) * 64).astype(np.int8)
+    assert stored.tolist() == want.tolist()
+    assert patch.index["tensors"][0]["max_abs_error"] == 0.5 / 64
