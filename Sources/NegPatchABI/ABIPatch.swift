@@ -14,7 +14,7 @@ final class ABIPatch {
     let names: [UnsafeMutablePointer<CChar>]
     let dtypes: [UnsafeMutablePointer<CChar>]
     let shapes: [UnsafeMutableBufferPointer<Int64>]
-    let tensorIndex: [String: Int]
+    let tensorIndex: [TensorName: Int]
     private let lock = Mutex()
     // The last patcher made, reused while lambda and flags stay the same: a patcher builds a
     // name table, which per call would cost O(tensors) for every tensor of a model.
@@ -32,7 +32,7 @@ final class ABIPatch {
             for (d, extent) in tensor.shape.enumerated() { buffer[d] = Int64(extent) }
             return buffer
         }
-        tensorIndex = Dictionary(tensors.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        tensorIndex = Dictionary(tensors.enumerated().map { (TensorName($0.element.name), $0.offset) }, uniquingKeysWith: { a, _ in a })
     }
 
     deinit {

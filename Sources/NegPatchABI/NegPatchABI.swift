@@ -129,7 +129,7 @@ public func negpatchTensorCount(_ patch: OpaquePointer) -> Int { handle(patch).n
 @_cdecl("negpatch_tensor_find")
 public func negpatchTensorFind(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?) -> Int64 {
     guard let name else { return -1 }
-    return handle(patch).tensorIndex[String(cString: name)].map(Int64.init) ?? -1
+    return handle(patch).tensorIndex[TensorName(String(cString: name))].map(Int64.init) ?? -1
 }
 
 /// Tensor `i`'s name, owned by the handle; NULL out of range. See negpatch.h.
@@ -182,7 +182,7 @@ public func negpatchDecode(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?
     ABIError.catching(error) {
         let h = handle(patch)
         let name = try string(name, "name")
-        guard let t = h.tensorIndex[name] else {
+        guard let t = h.tensorIndex[TensorName(name)] else {
             throw NegPatchError(.invalidArgument, file: h.source.path, tensor: name, "not in the patch")
         }
         let entry = h.source.index.tensors[t]
@@ -203,7 +203,7 @@ public func negpatchApply(_ patch: OpaquePointer, _ name: UnsafePointer<CChar>?,
     ABIError.catching(error) {
         let h = handle(patch)
         let name = try string(name, "name")
-        guard h.tensorIndex[name] != nil else {
+        guard h.tensorIndex[TensorName(name)] != nil else {
             throw NegPatchError(.invalidArgument, file: h.source.path, tensor: name, "not in the patch")
         }
         let dtype = try parseDType(dtypeName)
@@ -239,10 +239,11 @@ public func negpatchCheckBaseTensor(_ patch: OpaquePointer, _ name: UnsafePointe
         func mismatch(_ message: String) -> NegPatchError {
             NegPatchError(.mismatch, file: nil, tensor: name, "\(message): this is not the base the patch \(h.source.path) was made for")
         }
-        guard let entry = h.source.index.fingerprint.first(where: { $0.name == name }) else {
+        guard let entry = h.source.index.fingerprint.first(where: { $0.name.sameBytes(as: name) }) else {
             throw mismatch("tensor not in the patch's base fingerprint")
         }
-        guard entry.dtype.rawValue == dtypeText, entry.shape == shape, byteCount == entry.shape.reduce(1, *) * entry.dtype.size else {
+        guard entry.dtype.rawValue == dtypeText, entry.shape == shape,
+              let elements = checkedElementCount(entry.shape), byteCount == entry.dtype.byteCount(elements: elements) else {
             throw mismatch("base has \(dtypeText) \(shape) (\(byteCount) bytes), patch expects \(entry.dtype.rawValue) \(entry.shape)")
         }
         let digest = XXH64.hash(UnsafeRawBufferPointer(start: data, count: byteCount))

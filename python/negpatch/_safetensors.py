@@ -21,11 +21,13 @@ DTYPES = {
     "I16": ("<i2", 2, "int16"), "I8": ("i1", 1, "int8"), "U8": ("u1", 1, "uint8"),
     "U16": ("<u2", 2, "uint16"), "U32": ("<u4", 4, "uint32"), "U64": ("<u8", 8, "uint64"),
     "BOOL": ("?", 1, "bool"), "F8_E4M3": ("u1", 1, "float8_e4m3fn"), "F8_E5M2": ("u1", 1, "float8_e5m2"),
+    "F8_E8M0": ("u1", 1, "float8_e8m0fnu"), "F8_E4M3FNUZ": ("u1", 1, "float8_e4m3fnuz"),
+    "F8_E5M2FNUZ": ("u1", 1, "float8_e5m2fnuz"), "C64": ("<c8", 8, "complex64"),
 }
 _TORCH_TO_ST = {"torch." + v[2]: k for k, v in DTYPES.items()}
 _NUMPY_TO_ST = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
                 "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16",
-                "uint32": "U32", "uint64": "U64", "bool": "BOOL"}
+                "uint32": "U32", "uint64": "U64", "bool": "BOOL", "complex64": "C64"}
 
 
 def shard_files(path: str) -> List[str]:

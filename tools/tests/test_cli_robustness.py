@@ -165,10 +165,15 @@ def test_apply_refuses_to_overwrite_its_inputs(cli, merged, workdir, spelling):
         elif spelling == "dot":
             out = os.path.join(root, ".", name)
         else:
-            out = os.path.join(root, f"other-{name}")
+            # Named like a checkpoint, so that only the identity check can refuse it.
+            out = os.path.join(root, f"other-{name}" + (".safetensors" if target == patch else ""))
             (os.link if spelling == "hardlink" else os.symlink)(target, out)
         r = cli.run("apply", "--base", base, "--patch", patch, "-o", out)
-        assert_error(r, what)
+        if target == patch and spelling in ("same", "dot"):
+            # Spelled with the patch's own ending: a usage error before anything is read.
+            assert r.returncode == 2 and "NegPatch file's ending" in r.stderr, r.describe()
+        else:
+            assert_error(r, what)
         assert file_bytes(target) == original, f"{what}: {target} changed"
 
 

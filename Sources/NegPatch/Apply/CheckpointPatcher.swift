@@ -160,7 +160,7 @@ public enum CheckpointPatcher {
                                        lambda: patch.index.metadata.direction.kernelLambda(lambdas[k]))
                     if checkFinite {
                         try checkFiniteResult(UnsafeRawPointer(buffer), info: item.info, count: block.count,
-                                              blockStart: item.block * entry.blockElements, lambda: lambdas[k], output: file.destination)
+                                              blockStart: item.block * entry.blockElements, lambda: lambdas[k], base: shard.path)
                     }
                     try file.write(UnsafeRawBufferPointer(start: buffer, count: byteCount), at: offset)
                 }
@@ -196,9 +196,9 @@ public enum CheckpointPatcher {
     /// non-finite result (`lambda * tau` beyond float32, or a value beyond the base dtype's
     /// range, such as float16's 65504): a checkpoint is never written with an infinity.
     private static func checkFiniteResult(_ data: UnsafeRawPointer, info: TensorInfo, count: Int, blockStart: Int,
-                                          lambda: Double, output: String) throws {
+                                          lambda: Double, base: String) throws {
         guard let bad = FiniteValues.firstNonFinite(data, dtype: info.dtype, count: count) else { return }
-        throw NegPatchError(.invalidValue, file: output, tensor: info.name,
+        throw NegPatchError(.invalidValue, file: base, tensor: info.name,
                             "the patched value at \(FiniteValues.describe(element: blockStart + bad, shape: info.shape)) with lambda \(lambda) "
                             + "is \(FiniteValues.value(data, dtype: info.dtype, at: bad)): beyond the range of \(info.dtype)")
     }
@@ -210,7 +210,12 @@ public enum CheckpointPatcher {
         guard let root = realPath(folder) else { return [] }
         var roots = [root]
         let (snapshots, _) = splitPath(root)
-        if lastPathComponent(snapshots) == "snapshots", let blobs = realPath("\(splitPath(snapshots).folder)/blobs") {
+        let cache = splitPath(snapshots).folder
+        // blobs/ counts only as a real folder of the cache itself: a blobs link could lead
+        // anywhere.
+        var info = stat()
+        if lastPathComponent(snapshots) == "snapshots", lstat("\(cache)/blobs", &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR,
+           let blobs = realPath("\(cache)/blobs"), blobs == "\(cache)/blobs" {
             roots.append(blobs)
         }
         return roots

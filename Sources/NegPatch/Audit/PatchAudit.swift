@@ -146,7 +146,9 @@ public enum PatchAudit {
     /// error does not already.
     static func describe(_ error: Error, tensor: String, block: Int) -> String {
         if let error = error as? NegPatchError {
-            return error.tensor == nil ? error.located(tensor: tensor).description + " (block \(block))" : error.description
+            // Report models keep names as they are (JSON escapes what it must); the text
+            // and HTML renderers escape them for display.
+            return error.tensor == nil ? error.located(tensor: tensor).plainDescription + " (block \(block))" : error.plainDescription
         }
         return "tensor '\(tensor)': block \(block): \(error)"
     }

@@ -204,8 +204,8 @@ public enum PatchDiff {
             }
             pairs.append((t, u))
         }
-        let namesA = Set(ia.tensors.map(\.name))
-        let onlyInB = ib.tensors.map(\.name).filter { !namesA.contains($0) && (filter?.matches($0) ?? true) }
+        let namesA = Set(ia.tensors.map { TensorName($0.name) })
+        let onlyInB = ib.tensors.map(\.name).filter { !namesA.contains(TensorName($0)) && (filter?.matches($0) ?? true) }
 
         var items: [(pair: Int, block: Int, elements: Int)] = []
         for (p, pair) in pairs.enumerated() {

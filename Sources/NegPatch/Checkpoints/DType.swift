@@ -48,7 +48,7 @@ public enum DType: String, Sendable, CaseIterable, Codable {
 
 /// The product of `shape` (1 for a scalar), or nil if it overflows `Int` or a dimension is
 /// negative.
-func checkedElementCount(_ shape: [Int]) -> Int? {
+public func checkedElementCount(_ shape: [Int]) -> Int? {
     var count = 1
     for dim in shape {
         guard dim >= 0 else { return nil }

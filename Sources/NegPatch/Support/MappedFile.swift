@@ -58,7 +58,10 @@ public final class MappedFile: @unchecked Sendable {
             start = nil
             guardSlot = -1
         } else {
-            let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+            // Under an address-space limit, a mapping that would leave the runtime too little
+            // room is refused here, as a clean error (`Memory.headroom`).
+            let mapped = Memory.leavesHeadroom(size) ? mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0) : nil
+            if mapped == nil { errno = ENOMEM }
             guard let mapped, mapped != MAP_FAILED else {
                 close(fd)
                 let code = errno

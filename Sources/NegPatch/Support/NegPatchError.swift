@@ -61,6 +61,17 @@ public struct NegPatchError: Error, CustomStringConvertible, Sendable, Equatable
         return parts.joined(separator: ": ")
     }
 
+    /// The same line with names and paths exactly as they are (no escaping, no
+    /// shortening), for machine-readable reports such as `audit --json`; what prints it for
+    /// a person escapes it there.
+    public var plainDescription: String {
+        var parts: [String] = []
+        if let file { parts.append(file) }
+        if let tensor { parts.append("tensor '\(tensor)'") }
+        parts.append(message)
+        return parts.joined(separator: ": ")
+    }
+
     /// The same error placed in `file` (and `tensor`), where the thrower did not know them.
     public func located(file: String? = nil, tensor: String? = nil) -> NegPatchError {
         NegPatchError(code, file: self.file ?? file, tensor: self.tensor ?? tensor, message)

@@ -62,6 +62,10 @@ struct Apply: ParsableCommand {
         // The signature is checked before the patch is parsed: an untrusted file never
         // reaches the patch readers.
         if !trustedKeys.isEmpty {
+            // Keys and the signature are read and closed before any output exists.
+            for input in trustedKeys + [signature ?? PatchSignature.defaultPath(for: patch)] where sameFile(input, output) {
+                throw NegPatchError(.invalidArgument, file: output, "output would overwrite the input \(input)")
+            }
             let keys = try trustedKeys.map { try PatchPublicKey(contentsOf: $0) }
             try PatchSignature.verify(patch: patch, trustedKeys: keys, signature: signature)
         }

@@ -25,6 +25,10 @@ struct Sign: ParsableCommand {
     func run() throws {
         let signingKey = try PatchSigningKey(contentsOf: key)
         let destination = output ?? PatchSignature.defaultPath(for: patch)
+        // The key is read and closed before the signature is written: compare it by identity.
+        if sameFile(destination, key) {
+            throw NegPatchError(.invalidArgument, file: destination, "output would overwrite the input \(key)")
+        }
         let signature = try PatchSignature.sign(patch: patch, key: signingKey, output: destination)
         print("signed \(patch) (\(Terminal.bytes(signature.fileSize)), key \(signature.key.id)) -> \(destination)")
     }

@@ -50,14 +50,24 @@ func print(_ line: String) {
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal and redrawn at
 /// most ten times a second.
 final class ProgressBar: @unchecked Sendable {
-    /// Whether some bar has drawn on stderr's current line, which a message must clear first.
+    /// Whether some bar has drawn on stderr's current line, which a message must clear first
+    /// (guarded by `lineLock`: bars draw from worker threads).
     nonisolated(unsafe) private static var lineDirty = false
+    private static let lineLock = NSLock()
 
     /// Clears stderr's line if a progress bar left text on it.
     static func clearLine() {
+        lineLock.lock()
+        defer { lineLock.unlock() }
         guard lineDirty else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
         lineDirty = false
+    }
+
+    private static func markLineDirty() {
+        lineLock.lock()
+        lineDirty = true
+        lineLock.unlock()
     }
 
     private let label: String
@@ -88,7 +98,7 @@ final class ProgressBar: @unchecked Sendable {
         let line = "\r\(label) [\(bar)] " + String(format: "%5.1f%%  %.1f s", share * 100, elapsed)
         FileHandle.standardError.write(Data(line.utf8))
         drawn = true
-        Self.lineDirty = true
+        Self.markLineDirty()
     }
 
     /// Clears the bar's line.
