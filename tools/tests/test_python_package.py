@@ -153,6 +153,6 @@ def run_check(venv, check):
 
 
 @pytest.mark.parametrize("check", ["environment", "metadata", "apply_model", "from_pretrained", "numpy", "refusals",
-                                   "cli_wrappers"])
+                                   "cli_wrappers", "readme_example"])
 def test_installed_package(models, venv, check):
     run_check(venv, check)

@@ -326,9 +326,42 @@ def check_cli_wrappers(root):
     assert not os.path.exists(os.path.join(root, "x.negpatch"))
 
 
+def check_readme_example(root):
+    """The README's Python example, run as written, in a folder holding what it names: a
+    signed forget.negpatch, its base/ folder and team.key.pub."""
+    import re
+
+    import torch
+
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    folder = os.path.join(root, "readme")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    shutil.copytree(os.path.join(root, "f32", "base"), os.path.join(folder, "base"))
+    shutil.copy(os.path.join(root, "f32", "forget.negpatch"), os.path.join(folder, "forget.negpatch"))
+    run("negpatch", "keygen", "-o", os.path.join(folder, "team.key"))
+    run("negpatch", "sign", os.path.join(folder, "forget.negpatch"), "--key", os.path.join(folder, "team.key"))
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        scope = {}
+        exec(compile(code, "README.md (Python example)", "exec"), scope)
+    finally:
+        os.chdir(here)
+    # What it ends with: the base loaded and patched with the patch's own lambda, and the
+    # tensors load_file gives, both equal to the CLI's apply of the same patch.
+    expected = load_state(os.path.join(root, "f32", "applied-default"), torch.float32).state_dict()
+    assert_same_state(scope["model"].state_dict(), expected, "README example: from_pretrained")
+    tensors = scope["tensors"]
+    assert tensors, "README example: load_file gave no tensors"
+    assert_same_state(tensors, {name: expected[name] for name in tensors}, "README example: load_file")
+
+
 if __name__ == "__main__":
     check, root = sys.argv[1], sys.argv[2]
     {"make": make, "environment": check_environment, "metadata": check_metadata, "apply_model": check_apply_model,
      "from_pretrained": check_from_pretrained, "numpy": check_numpy_and_load_file, "refusals": check_refusals,
-     "cli_wrappers": check_cli_wrappers}[check](root)
+     "cli_wrappers": check_cli_wrappers, "readme_example": check_readme_example}[check](root)
     print(f"{check}: ok")
