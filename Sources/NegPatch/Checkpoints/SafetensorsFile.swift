@@ -55,18 +55,16 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw malformed("file is \(bytes.count) bytes, shorter than the 8-byte header length")
         }
         let declared = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
-        guard declared <= UInt64(bytes.count - 8) else {
-            // Most often another kind of file given where a checkpoint belongs: say which.
-            if let kind = Self.describeOtherKind(bytes) {
-                throw NegPatchError(.malformed, file: path, "not a safetensors checkpoint: \(kind)")
-            }
-            if declared > UInt64(Self.maxHeaderLength) {
-                throw malformed("header length \(declared) exceeds the limit of \(Self.maxHeaderLength) bytes")
-            }
-            throw malformed("header of \(declared) bytes runs past the end of the \(bytes.count)-byte file")
+        // A length that cannot be a header is most often another kind of file given where a
+        // checkpoint belongs (a patch, a sharded index): say which.
+        if declared > UInt64(bytes.count - 8) || declared > UInt64(Self.maxHeaderLength), let kind = Self.describeOtherKind(bytes) {
+            throw NegPatchError(.malformed, file: path, "not a safetensors checkpoint: \(kind)")
         }
         guard declared <= UInt64(Self.maxHeaderLength) else {
             throw malformed("header length \(declared) exceeds the limit of \(Self.maxHeaderLength) bytes")
+        }
+        guard declared <= UInt64(bytes.count - 8) else {
+            throw malformed("header of \(declared) bytes runs past the end of the \(bytes.count)-byte file")
         }
         let headerLength = Int(declared)
         self.headerLength = headerLength
