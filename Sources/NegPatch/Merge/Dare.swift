@@ -28,9 +28,14 @@ public struct Dare: MergeMethod {
     }
 
     public func kernel(for tensor: MergeTensor) throws -> any MergeKernel {
+        DareKernel(base: tensor.base, models: tensor.models, drop: drop, scale: Float(1 - drop), modelKeys: modelKeys(for: tensor))
+    }
+
+    /// The key of each model's draws for `tensor` (seed, tensor name, model index): the one
+    /// derivation `dare` and `dare-ties` share, so that one seed drops the same elements.
+    func modelKeys(for tensor: MergeTensor) -> [UInt64] {
         let h = DareStream.mix(seed ^ XXH64.hash(tensor.name))
-        return DareKernel(base: tensor.base, models: tensor.models, drop: drop,
-                          scale: Float(1 - drop), modelKeys: (0..<tensor.models.count).map { DareStream.mix(h &+ UInt64($0)) })
+        return (0..<tensor.models.count).map { DareStream.mix(h &+ UInt64($0)) }
     }
 }
 

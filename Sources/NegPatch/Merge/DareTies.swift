@@ -17,18 +17,18 @@ public struct DareTies: MergeMethod {
         self.seed = seed
     }
 
-    public var parameters: [(key: String, value: JSONValue)] {
-        [("drop", .double(drop)), ("seed", .number(String(seed)))]
-    }
+    /// DARE with the same parameters: its parameters, checks and draws are this method's.
+    private var dare: Dare { Dare(drop: drop, seed: seed) }
+
+    public var parameters: [(key: String, value: JSONValue)] { dare.parameters }
 
     public func validate(modelCount n: Int) throws {
-        try Dare(drop: drop, seed: seed).validate(modelCount: n)
+        try dare.validate(modelCount: n)
     }
 
     public func kernel(for tensor: MergeTensor) throws -> any MergeKernel {
-        let h = DareStream.mix(seed ^ XXH64.hash(tensor.name))
-        return DareTiesKernel(base: tensor.base, models: tensor.models, drop: drop, scale: Float(1 - drop),
-                              modelKeys: (0..<tensor.models.count).map { DareStream.mix(h &+ UInt64($0)) })
+        DareTiesKernel(base: tensor.base, models: tensor.models, drop: drop, scale: Float(1 - drop),
+                       modelKeys: dare.modelKeys(for: tensor))
     }
 }
 
